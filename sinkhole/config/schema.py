@@ -1,0 +1,113 @@
+"""The settings: one frozen dataclass per config section, defaults in one place.
+
+The defaults are the embedded config: `sinkhole run` with no file serves DNS on
+127.0.0.1:5353 and health on 127.0.0.1:9153, forwarding to the resolvers in /etc/resolv.conf.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from sinkhole.config.loader import Duration, setting
+from sinkhole.config.values import (
+    HostPort, UpstreamURL, one_of, parse_hostport, parse_network, parse_upstream, positive_int,
+)
+
+PRIVATE_NETWORKS = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                    "100.64.0.0/10", "169.254.0.0/16", "fc00::/7", "fe80::/10")
+
+
+def _listen_list(value: Any) -> tuple[HostPort, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"{value!r} is not a non-empty list of addresses like 127.0.0.1:5353")
+    out = []
+    for i, item in enumerate(value):
+        try:
+            out.append(parse_hostport(item))
+        except ValueError as err:
+            raise ValueError(f"[{i}]: {err}") from None
+    return tuple(out)
+
+
+def _http_listen(value: Any) -> HostPort | None:
+    if value in (None, "", False):
+        return None
+    return parse_hostport(value)
+
+
+def _networks(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of networks, found {value!r}")
+    out = []
+    for i, item in enumerate(value):
+        try:
+            out.append(parse_network(item))
+        except ValueError as err:
+            raise ValueError(f"[{i}]: {err}") from None
+    return tuple(out)
+
+
+def _upstream_list(value: Any) -> tuple[UpstreamURL, ...]:
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of upstream URLs, found {value!r}")
+    out = []
+    for i, item in enumerate(value):
+        try:
+            out.append(parse_upstream(item))
+        except ValueError as err:
+            raise ValueError(f"[{i}]: {err}") from None
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Listen:
+    dns: tuple[HostPort, ...] = setting(
+        (HostPort("127.0.0.1", 5353),), check=_listen_list)
+    http: HostPort | None = setting(HostPort("127.0.0.1", 9153), check=_http_listen)
+
+
+@dataclass(frozen=True)
+class Access:
+    # Private and loopback ranges only: never an open resolver by default.
+    allow: tuple[str, ...] = setting(PRIVATE_NETWORKS, check=_networks)
+
+
+@dataclass(frozen=True)
+class Cache:
+    max_entries: int = setting(100_000, check=positive_int)
+    serve_stale: Duration = 86400.0    # RFC 8767: how long past expiry an answer may serve
+    max_ttl: Duration = 86400.0
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
+class Log:
+    level: str = setting("info", check=one_of("debug", "info", "warning", "error"))
+    format: str = setting("text", check=one_of("text", "json"))
+
+
+@dataclass(frozen=True)
+class Server:
+    tcp_idle_timeout: Duration = 10.0        # RFC 7766 suggests seconds, not minutes
+    tcp_max_connections: int = setting(512, check=positive_int)
+    tcp_max_queries_in_flight: int = setting(100, check=positive_int)
+    drain_timeout: Duration = 5.0            # SIGTERM: how long in-flight queries may finish
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: Listen = field(default_factory=Listen)
+    # Empty: taken from /etc/resolv.conf at start (see upstreams.default_upstreams).
+    upstreams: tuple[UpstreamURL, ...] = setting((), check=_upstream_list)
+    upstream_timeout: Duration = 2.0
+    upstream_ca_file: str | None = None   # extra CA bundle for tls:// and https:// upstreams
+    access: Access = field(default_factory=Access)
+    cache: Cache = field(default_factory=Cache)
+    log: Log = field(default_factory=Log)
+    server: Server = field(default_factory=Server)
+
+    def __post_init__(self) -> None:
+        if not 0.05 <= self.upstream_timeout <= 60:
+            raise ValueError(f"upstream_timeout: {self.upstream_timeout}s is outside 50ms-60s")
+

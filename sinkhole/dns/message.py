@@ -1,0 +1,155 @@
+"""Upstream replies: validate them against the question asked and index them for reuse.
+
+A reply we only pass on is not re-parsed into objects: one walk over the records finds the TTL
+offsets (so cached answers can count down by patching bytes), strips the upstream's OPT (the
+client gets our own), computes the cache lifetime and collects CNAME targets for policy.
+"""
+
+from __future__ import annotations
+
+from struct import unpack_from
+
+from sinkhole.dns.wire import (
+    MAX_LABEL, MAX_NAME_WIRE, NOERROR, NXDOMAIN, QR, TC, TYPE_CNAME, TYPE_OPT, TYPE_SOA,
+)
+
+
+class ForgedReply(ValueError):
+    """An upstream datagram that does not answer what we asked (RFC 5452): dropped."""
+
+
+class Reply:
+    """An upstream answer, reduced to what serving it again needs."""
+
+    __slots__ = ("flags", "an", "ns", "ar", "body", "ttl_offsets", "ttl", "cnames")
+
+    def __init__(self, flags: int, an: int, ns: int, ar: int, body: bytes,
+                 ttl_offsets: tuple[int, ...], ttl: int, cnames: tuple[str, ...]) -> None:
+        self.flags = flags              # upstream header flags (rcode, AD, TC)
+        self.an, self.ns, self.ar = an, ns, ar   # counts, OPT excluded from ar
+        self.body = body                # records after the question, OPT removed
+        self.ttl_offsets = ttl_offsets  # offsets of every TTL field inside body
+        self.ttl = ttl                  # how long it may be cached (-1: not cacheable)
+        self.cnames = cnames            # CNAME targets in the answer section, lower dotted
+
+    @property
+    def rcode(self) -> int:
+        return self.flags & 0xF
+
+    @property
+    def truncated(self) -> bool:
+        return bool(self.flags & TC)
+
+
+def read_name(data: bytes, off: int) -> tuple[str, int]:
+    """Decode a possibly compressed name; returns (lower dotted name, offset after it).
+
+    Pointers must point strictly backwards, which bounds the walk (no loops) — the guard
+    dnslib lacks (it recurses into a RecursionError on long pointer chains).
+    """
+    labels: list[bytes] = []
+    end_off = -1
+    total = 0
+    limit = off
+    while True:
+        if off >= len(data):
+            raise ForgedReply("name runs past the end")
+        n = data[off]
+        if n & 0xC0 == 0xC0:
+            if off + 1 >= len(data):
+                raise ForgedReply("truncated pointer")
+            target = ((n & 0x3F) << 8) | data[off + 1]
+            if end_off < 0:
+                end_off = off + 2
+            if target >= limit:
+                raise ForgedReply("compression pointer does not point backwards")
+            off = limit = target
+            continue
+        if n > MAX_LABEL:
+            raise ForgedReply("bad label type")
+        if n == 0:
+            break
+        labels.append(data[off + 1:off + 1 + n])
+        total += n + 1
+        if total > MAX_NAME_WIRE:
+            raise ForgedReply("name too long")
+        off += n + 1
+    if end_off < 0:
+        end_off = off + 1
+    return b".".join(labels).lower().decode("latin-1"), end_off
+
+
+def _skip_name(data: bytes, off: int) -> int:
+    while True:
+        n = data[off]
+        if n & 0xC0 == 0xC0:
+            return off + 2
+        if n == 0:
+            return off + 1
+        if n > MAX_LABEL:
+            raise ForgedReply("bad label type")
+        off += n + 1
+
+
+def parse_reply(data: bytes, txid: int, question: bytes, max_ttl: int = 86400) -> Reply:
+    """Check `data` answers `question` (lower-case name wire + type + class) with `txid`, then
+    index it. Raises ForgedReply for anything that does not match or does not parse."""
+    if len(data) < 12:
+        raise ForgedReply("short reply")
+    rid, flags, qd, an, ns, ar = unpack_from("!6H", data)
+    if rid != txid:
+        raise ForgedReply("txid mismatch")
+    if not flags & QR or qd != 1:
+        raise ForgedReply("not a response to one question")
+    qend = 12 + len(question)
+    if data[12:qend].lower() != question:
+        raise ForgedReply("question mismatch")
+    try:
+        return _index(data, flags, qend, an, ns, ar, max_ttl)
+    except (IndexError, ValueError) as err:
+        raise ForgedReply(f"malformed records: {err}") from None
+
+
+def _index(data: bytes, flags: int, qend: int, an: int, ns: int, ar: int,
+           max_ttl: int) -> Reply:
+    off = qend
+    ttl_offs: list[int] = []
+    cnames: list[str] = []
+    min_answer = max_ttl
+    neg_ttl = -1
+    opt = None
+    for i in range(an + ns + ar):
+        start = off
+        off = _skip_name(data, off)
+        rtype, _rclass, ttl, rdlen = unpack_from("!HHIH", data, off)
+        rdata = off + 10
+        off = rdata + rdlen
+        if off > len(data):
+            raise ValueError("record data truncated")
+        if rtype == TYPE_OPT and i >= an + ns:
+            opt = (start, off)
+            continue
+        ttl_offs.append(rdata - 6)
+        if i < an:
+            min_answer = min(min_answer, ttl)
+            if rtype == TYPE_CNAME:
+                cnames.append(read_name(data, rdata)[0])
+        elif i < an + ns and rtype == TYPE_SOA and rdlen >= 22:
+            neg_ttl = min(ttl, unpack_from("!I", data, off - 4)[0])
+    body = data[qend:off]
+    if opt is not None:
+        cut = opt[1] - opt[0]
+        body = data[qend:opt[0]] + data[opt[1]:off]
+        ttl_offs = [o if o < opt[0] else o - cut for o in ttl_offs]
+        ar -= 1
+    base = qend
+    rcode = flags & 0xF
+    if flags & TC:
+        ttl = -1
+    elif rcode == NOERROR and an:
+        ttl = min_answer
+    elif rcode in (NOERROR, NXDOMAIN):
+        ttl = min(neg_ttl, max_ttl)   # RFC 2308; no SOA means not cacheable (-1)
+    else:
+        ttl = -1
+    return Reply(flags, an, ns, ar, body, tuple(o - base for o in ttl_offs), ttl, tuple(cnames))
