@@ -11,7 +11,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # 65,536 distinct source addresses is far more than an office network has; past that the client
-# set is hostile or spoofed, and clearing bounds memory at the cost of recomputing (~2 µs each).
+# set is hostile or spoofed, and clearing bounds memory at the cost of recomputing (2-6 µs each).
 DEFAULT_CACHE_SIZE = 65_536
 
 _MAPPED_V4 = ipaddress.IPv6Network("::ffff:0:0/96")

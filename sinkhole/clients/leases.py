@@ -63,9 +63,7 @@ def clean_name(raw: str) -> str | None:
 
 def _finish(fmt: str, entries: dict[str, _Entry], malformed: int) -> ParsedLeases:
     """Keep the entries that are current and named (``entries`` holds the last one per ip)."""
-    leases = tuple(
-        Lease(e.ip, e.name, e.expires) for e in entries.values() if e.active and e.name
-    )
+    leases = tuple(Lease(e.ip, e.name, e.expires) for e in entries.values() if e.active and e.name)
     return ParsedLeases(fmt, leases, malformed)
 
 

@@ -7,10 +7,12 @@ client gets our own), computes the cache lifetime and collects CNAME targets for
 
 from __future__ import annotations
 
-from struct import unpack_from
+from struct import pack, pack_into, unpack_from
 
+from sinkhole.dns.reply import opt_record, truncated_reply
 from sinkhole.dns.wire import (
-    MAX_LABEL, MAX_NAME_WIRE, NOERROR, NXDOMAIN, QR, TC, TYPE_CNAME, TYPE_OPT, TYPE_SOA,
+    AD, CD, MAX_LABEL, MAX_NAME_WIRE, NOERROR, NXDOMAIN, QR, RA, RD, TC, TYPE_CNAME, TYPE_OPT,
+    TYPE_SOA, Query,
 )
 
 
@@ -153,3 +155,37 @@ def _index(data: bytes, flags: int, qend: int, an: int, ns: int, ar: int,
     else:
         ttl = -1
     return Reply(flags, an, ns, ar, body, tuple(o - base for o in ttl_offs), ttl, tuple(cnames))
+
+
+STALE_TTL = 30  # RFC 8767 section 4: TTL of a stale answer served when upstreams fail
+
+
+def render(q: Query, r: Reply, age: int, limit: int, opt_options: bytes = b"",
+           stale: bool = False) -> bytes:
+    """Serve `r` to client query `q`: its txid, its question bytes, TTLs counted down by `age`
+    seconds (or STALE_TTL), our OPT when the client sent one, TC=1 if over `limit` bytes."""
+    body = r.body
+    if (age or stale) and r.ttl_offsets:
+        buf = bytearray(body)
+        for o in r.ttl_offsets:
+            ttl = STALE_TTL if stale else unpack_from("!I", buf, o)[0] - age
+            pack_into("!I", buf, o, ttl if ttl > 0 else 0)
+        body = bytes(buf)
+    flags = QR | RA | (q.flags & (RD | CD)) | (r.flags & 0xF)
+    if r.flags & AD and (q.do or q.flags & AD):   # RFC 6840 5.8: AD only to those who ask
+        flags |= AD
+    ar = r.ar
+    tail = b""
+    if q.edns:
+        tail = opt_record(q.do, opt_options)
+        ar += 1
+    out = pack("!6H", q.txid, flags, 1, r.an, r.ns, ar) + q.question + body + tail
+    if len(out) > limit:
+        return truncated_reply(q, r.flags & 0xF)
+    return out
+
+
+def build_query(txid: int, question: bytes, do: bool, cd: bool) -> bytes:
+    """Our own upstream query: fresh txid, RD, our OPT (DO copied), the lower-cased question."""
+    flags = RD | (CD if cd else 0)
+    return pack("!6H", txid, flags, 1, 0, 0, 1) + question + opt_record(do)

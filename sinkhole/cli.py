@@ -1,0 +1,78 @@
+"""The `sinkhole` command: run, check-config, and the tools that read the daemon's data.
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad config or usage. Every subcommand takes `-c FILE`
+the same way, so the CLI always reads the config of the daemon it talks to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+import yaml
+
+from sinkhole import __version__
+from sinkhole.config import Config, ConfigError, load_config, to_plain
+
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+log = logging.getLogger("sinkhole")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sinkhole", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"sinkhole {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", metavar="FILE",
+                        help="YAML config file (default: the embedded defaults)")
+    common.add_argument("--debug", action="store_true", help="debug logs, tracebacks on errors")
+    sub.add_parser("run", parents=[common], help="run the daemon in the foreground",
+                   description="Run the DNS daemon in the foreground, logging to stderr.")
+    sub.add_parser("check-config", parents=[common], help="validate and print the config",
+                   description="Validate the config and print the effective settings "
+                               "(secrets redacted). Exit 2 if invalid.")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as err:
+        print(f"sinkhole: invalid config{f' {args.config}' if args.config else ''}:",
+              file=sys.stderr)
+        for line in err.errors:
+            print(f"  {line}", file=sys.stderr)
+        return EXIT_USAGE
+    handler = {"run": cmd_run, "check-config": cmd_check_config}[args.command]
+    try:
+        return handler(config, args)
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
+    print(yaml.safe_dump(to_plain(config), sort_keys=False), end="")
+    return EXIT_OK
+
+
+def cmd_run(config: Config, args: argparse.Namespace) -> int:
+    from sinkhole.daemon import serve
+    from sinkhole.logsetup import setup_logging
+
+    setup_logging(config.log.level, config.log.format, args.debug)
+    try:
+        asyncio.run(serve(config))
+    except OSError as err:
+        log.error("cannot start: %s", err, exc_info=args.debug)
+        return EXIT_RUNTIME
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

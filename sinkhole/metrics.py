@@ -1,0 +1,97 @@
+"""Every Prometheus metric of the daemon, defined in one place, on an injectable registry.
+
+Label values are bounded sets (transport, a fixed list of query types, result, upstream URL,
+list name): never a client address or a query name, which belong in hits and logs. Hot-path
+children are bound once here so a query pays one dict lookup and one inc().
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from sinkhole import __version__
+
+QTYPES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA",
+          33: "SRV", 64: "SVCB", 65: "HTTPS", 255: "ANY"}
+RESULTS = ("forwarded", "cached", "stale", "blocked", "refused", "servfail", "formerr",
+           "notimp", "dropped", "ratelimited", "local")
+TRANSPORTS = ("udp", "tcp")
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                   0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class Metrics:
+    """The daemon's metrics; each test builds its own on a fresh registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry if registry is not None else CollectorRegistry()
+        self.queries = Counter("sinkhole_queries", "DNS queries answered (or not), by outcome",
+                               ["transport", "type", "result"], registry=r)
+        self.malformed = Counter("sinkhole_malformed_packets",
+                                 "Packets that were not well-formed queries, by reason",
+                                 ["transport", "reason"], registry=r)
+        self.upstream_requests = Counter("sinkhole_upstream_requests",
+                                         "Queries sent to upstreams, by outcome",
+                                         ["upstream", "outcome"], registry=r)
+        self.upstream_latency = Histogram("sinkhole_upstream_request_duration_seconds",
+                                          "Upstream round-trip time", ["upstream"],
+                                          buckets=LATENCY_BUCKETS, registry=r)
+        self.forged = Counter("sinkhole_upstream_forged_replies",
+                              "Upstream datagrams dropped for not matching the question asked "
+                              "(txid, question, source)", registry=r)
+        self.tcp_connections = Gauge("sinkhole_tcp_connections", "Open client TCP connections",
+                                     registry=r)
+        self.tcp_rejected = Counter("sinkhole_tcp_connections_rejected",
+                                    "TCP connections closed at once: over the connection cap",
+                                    registry=r)
+        self.build = Info("sinkhole_build", "Version of the running daemon", registry=r)
+        self.build.info({"version": __version__})
+        self._q = {}
+        for t in TRANSPORTS:
+            for qt in (*QTYPES.values(), "other"):
+                for res in RESULTS:
+                    self._q[(t, qt, res)] = self.queries.labels(t, qt, res)
+        self._malformed: dict[tuple[str, str], Counter] = {}
+
+    def query(self, transport: str, qtype: int, result: str) -> None:
+        self._q[(transport, QTYPES.get(qtype, "other"), result)].inc()
+
+    def bad_packet(self, transport: str, reason: str) -> None:
+        """Reasons are our own fixed WireError strings, so the label set stays bounded."""
+        child = self._malformed.get((transport, reason))
+        if child is None:
+            child = self._malformed[(transport, reason)] = self.malformed.labels(transport, reason)
+        child.inc()
+
+    def upstream(self, name: str, outcome: str, seconds: float) -> None:
+        self.upstream_requests.labels(name, outcome).inc()
+        if outcome == "ok":
+            self.upstream_latency.labels(name).observe(seconds)
+
+    def watch_cache(self, cache: Any) -> None:
+        """Cache statistics are plain ints bumped on the hot path and read at scrape time:
+        cheaper than a locked Counter.inc() per lookup."""
+        self.registry.register(_CacheCollector(cache))
+
+
+class _CacheCollector(Collector):
+    def __init__(self, cache: Any) -> None:
+        self.cache = cache
+
+    def collect(self) -> Iterator[Any]:
+        c = self.cache
+        yield GaugeMetricFamily("sinkhole_cache_entries", "Answers in the cache", value=len(c))
+        for name, doc, value in (
+            ("sinkhole_cache_hits", "Cache lookups answered fresh", c.hits),
+            ("sinkhole_cache_misses", "Cache lookups that missed", c.misses),
+            ("sinkhole_cache_stale_hits", "Expired answers served because upstreams failed",
+             c.stale_hits),
+            ("sinkhole_cache_evictions", "Entries evicted to stay within max_entries",
+             c.evictions),
+        ):
+            yield CounterMetricFamily(name, doc, value=value)

@@ -1,0 +1,114 @@
+"""The query pipeline: the chain of stages every query passes, written once, in order.
+
+Stages that can answer at once (decode, access, cache) never await, so `handle()` returns the
+reply bytes directly for them; only a cache miss returns a coroutine that the listener runs as
+a task. Observers (metrics, later hits) are told about a decision once it is made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from sinkhole.cache import Cache
+from sinkhole.dns.message import Reply, render
+from sinkhole.dns.reply import (
+    EDE_NETWORK_ERROR, EDE_NO_REACHABLE_AUTHORITY, EDE_PROHIBITED, EDE_STALE, client_limit,
+    ede_option, error_reply, header_only_reply,
+)
+from sinkhole.dns.wire import REFUSED, SERVFAIL, WireError, parse_query
+from sinkhole.metrics import Metrics
+from sinkhole.upstream.pool import AllUpstreamsFailed, UpstreamPool
+
+log = logging.getLogger(__name__)
+
+TCP_LIMIT = 65535
+_REFUSED_EDE = ede_option(EDE_PROHIBITED, "client not in access.allow")
+
+Result = bytes | None | Coroutine[Any, Any, bytes | None]
+
+
+class Resolver:
+    """Turns a client packet into reply bytes (or None: drop)."""
+
+    def __init__(self, *, access: Any, cache: Cache | None, pool: UpstreamPool,
+                 metrics: Metrics) -> None:
+        self.access = access
+        self.cache = cache
+        self.pool = pool
+        self.metrics = metrics
+        self.inflight: dict[bytes, asyncio.Task[Reply]] = {}
+
+    def handle(self, data: bytes, client: str, transport: str) -> Result:
+        m = self.metrics
+        # 1. Decode header + question by hand; anything malformed is answered here or dropped.
+        try:
+            q = parse_query(data)
+        except WireError as err:
+            return self._bad_packet(data, err, transport)
+        # 2. Access control before any work: outsiders learn nothing and cost nothing.
+        if not self.access.allowed(client):
+            m.query(transport, q.qtype, "refused")
+            return error_reply(q, REFUSED, _REFUSED_EDE if q.edns else b"")
+        limit = client_limit(q) if transport == "udp" else TCP_LIMIT
+        # 3. Cache: answered from stored wire bytes, TTLs patched, the client's question echoed.
+        cache = self.cache
+        if cache is not None:
+            hit = cache.get(q.key, time.monotonic())
+            if hit is not None:
+                m.query(transport, q.qtype, "cached")
+                return render(q, hit[0], hit[1], limit)
+        # 4. Upstream: the only stage that awaits.
+        return self._forward(q, transport, limit)
+
+    def _bad_packet(self, data: bytes, err: WireError, transport: str) -> bytes | None:
+        self.metrics.bad_packet(transport, err.reason)
+        if err.rcode is None:
+            self.metrics.query(transport, 0, "dropped")
+            return None
+        q = err.query
+        self.metrics.query(transport, q.qtype if q else 0,
+                           "formerr" if err.rcode == 1 else "notimp" if err.rcode == 4
+                           else "formerr")
+        if q is not None:
+            return error_reply(q, err.rcode)
+        return header_only_reply(data, err.rcode)
+
+    async def _forward(self, q: Any, transport: str, limit: int) -> bytes | None:
+        key = q.key
+        task = self.inflight.get(key)
+        if task is None:
+            # Identical concurrent questions share one upstream query.
+            task = asyncio.ensure_future(self._resolve(key, q.do, bool(q.flags & 0x10)))
+            self.inflight[key] = task
+            task.add_done_callback(lambda _t, k=key: self.inflight.pop(k, None))
+        try:
+            reply = await asyncio.shield(task)
+        except AllUpstreamsFailed as err:
+            return self._failed(q, transport, limit, err)
+        self.metrics.query(transport, q.qtype, "forwarded")
+        return render(q, reply, 0, limit)
+
+    async def _resolve(self, key: bytes, do: bool, cd: bool) -> Reply:
+        reply = await self.pool.resolve(key[:-1], do, cd)
+        if self.cache is not None:
+            self.cache.put(key, reply, time.monotonic())
+        return reply
+
+    def _failed(self, q: Any, transport: str, limit: int, err: AllUpstreamsFailed) -> bytes:
+        """RFC 8767: a stale answer beats SERVFAIL; else SERVFAIL with an EDE saying why."""
+        if self.cache is not None:
+            stale = self.cache.get_stale(q.key, time.monotonic())
+            if stale is not None:
+                self.metrics.query(transport, q.qtype, "stale")
+                ede = ede_option(EDE_STALE, "upstreams unreachable") if q.edns else b""
+                return render(q, stale, 0, limit, ede, stale=True)
+        self.metrics.query(transport, q.qtype, "servfail")
+        if not q.edns:
+            return error_reply(q, SERVFAIL)
+        code = EDE_NO_REACHABLE_AUTHORITY if err.timed_out else EDE_NETWORK_ERROR
+        text = "all upstreams timed out" if err.timed_out else "all upstreams failed"
+        return error_reply(q, SERVFAIL, ede_option(code, text))

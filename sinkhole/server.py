@@ -1,0 +1,200 @@
+"""UDP and TCP listeners: bytes in, bytes out, nothing raises out, graceful drain.
+
+UDP uses a non-blocking socket drained until EAGAIN from `loop.add_reader`: asyncio's
+DatagramProtocol path reads one datagram per loop iteration (~10 µs/query extra, measured).
+TCP follows RFC 7766: length-prefixed messages, pipelined queries answered in any order, an
+idle timeout, and a cap on open connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from sinkhole.config.values import HostPort
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[bytes, str, str], Any]
+# Datagrams read per wake-up before yielding to the loop, so TCP and upstream replies are
+# not starved by a UDP flood.
+UDP_BATCH = 64
+
+
+def _family(host: str) -> int:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+class Listeners:
+    """All DNS listeners of the daemon; `tasks` holds queries still being resolved."""
+
+    def __init__(self, handler: Handler, metrics: Any, *, tcp_idle: float, tcp_max: int,
+                 tcp_inflight: int) -> None:
+        self.handler = handler
+        self.metrics = metrics
+        self.tcp_idle, self.tcp_max, self.tcp_inflight = tcp_idle, tcp_max, tcp_inflight
+        self.udp_socks: list[socket.socket] = []
+        self.tcp_servers: list[asyncio.base_events.Server] = []
+        self.tasks: set[asyncio.Task] = set()
+        self.tcp_conns: set[asyncio.StreamWriter] = set()
+        self.bound: list[HostPort] = []
+        self.accepting = True
+
+    async def start(self, addrs: tuple[HostPort, ...] | list[HostPort],
+                    sockets: list[socket.socket] | None = None) -> None:
+        """Bind UDP and TCP on each address (same port: port 0 picks one free for both)."""
+        for hp in addrs:
+            udp, port = self._bind_pair(hp)
+            self.udp_socks.append(udp[0])
+            self.bound.append(HostPort(hp.host, port))
+            asyncio.get_running_loop().add_reader(udp[0].fileno(), self._on_udp, udp[0])
+            server = await asyncio.start_server(self._on_tcp, sock=udp[1],
+                                                limit=70000)
+            self.tcp_servers.append(server)
+
+    def _bind_pair(self, hp: HostPort) -> tuple[tuple[socket.socket, socket.socket], int]:
+        for _attempt in range(20):
+            u = socket.socket(_family(hp.host), socket.SOCK_DGRAM)
+            t = socket.socket(_family(hp.host), socket.SOCK_STREAM)
+            try:
+                for s in (u, t):
+                    if s.family == socket.AF_INET6:
+                        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                u.bind((hp.host, hp.port))
+                port = u.getsockname()[1]
+                t.bind((hp.host, port))
+                t.listen(256)
+                u.setblocking(False)
+                t.setblocking(False)
+                with contextlib.suppress(OSError):
+                    u.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+                return (u, t), port
+            except OSError:
+                u.close()
+                t.close()
+                if hp.port != 0:
+                    raise
+        raise OSError(f"no free port pair for {hp.display()}")
+
+    # --- UDP -------------------------------------------------------------------------------
+
+    def _on_udp(self, sock: socket.socket) -> None:
+        handler = self.handler
+        for _ in range(UDP_BATCH):
+            try:
+                data, addr = sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:   # e.g. ICMP errors surfacing on the socket: keep serving
+                log.debug("udp recv error: %s", err)
+                return
+            try:
+                res = handler(data, addr[0], "udp")
+            except Exception:   # the invariant: nothing raises out of a listener
+                log.exception("bug: handler raised on a UDP packet")
+                continue
+            if res is None:
+                continue
+            if isinstance(res, bytes):
+                self._send_udp(sock, res, addr)
+            else:
+                self._spawn(self._finish_udp(sock, res, addr))
+
+    def _send_udp(self, sock: socket.socket, reply: bytes, addr: Any) -> None:
+        try:
+            sock.sendto(reply, addr)
+        except OSError as err:   # full send buffer or unreachable client: drop, never block
+            log.debug("udp send to %s failed: %s", addr[0], err)
+
+    async def _finish_udp(self, sock: socket.socket, coro: Any, addr: Any) -> None:
+        reply = await coro
+        if reply is not None:
+            self._send_udp(sock, reply, addr)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("bug: query task failed", exc_info=task.exception())
+
+    # --- TCP -------------------------------------------------------------------------------
+
+    async def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self.tcp_conns) >= self.tcp_max or not self.accepting:
+            self.metrics.tcp_rejected.inc()
+            writer.close()
+            return
+        peer = writer.get_extra_info("peername")
+        client = peer[0] if peer else "?"
+        self.tcp_conns.add(writer)
+        self.metrics.tcp_connections.set(len(self.tcp_conns))
+        slots = asyncio.Semaphore(self.tcp_inflight)
+        try:
+            while self.accepting:
+                try:
+                    async with asyncio.timeout(self.tcp_idle):
+                        size = struct.unpack("!H", await reader.readexactly(2))[0]
+                        data = await reader.readexactly(size)
+                except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+                    break
+                await slots.acquire()
+                self._spawn(self._answer_tcp(data, client, writer, slots))
+        finally:
+            self.tcp_conns.discard(writer)
+            self.metrics.tcp_connections.set(len(self.tcp_conns))
+            await self._close_when_idle(writer, slots)
+
+    async def _answer_tcp(self, data: bytes, client: str, writer: asyncio.StreamWriter,
+                          slots: asyncio.Semaphore) -> None:
+        try:
+            res = self.handler(data, client, "tcp")
+            if res is not None and not isinstance(res, bytes):
+                res = await res
+            if res is not None and not writer.is_closing():
+                writer.write(struct.pack("!H", len(res)) + res)
+        except Exception:
+            log.exception("bug: handler raised on a TCP query")
+        finally:
+            slots.release()
+
+    async def _close_when_idle(self, writer: asyncio.StreamWriter,
+                               slots: asyncio.Semaphore) -> None:
+        """Let this connection's pending answers go out before closing it."""
+        for _ in range(self.tcp_inflight):
+            try:
+                async with asyncio.timeout(self.tcp_idle):
+                    await slots.acquire()
+            except TimeoutError:
+                break
+        with contextlib.suppress(Exception):
+            await writer.drain()
+        writer.close()
+
+    # --- shutdown --------------------------------------------------------------------------
+
+    async def drain(self, timeout: float) -> None:
+        """Stop accepting, let in-flight queries finish (bounded), then close everything."""
+        self.accepting = False
+        loop = asyncio.get_running_loop()
+        for s in self.udp_socks:
+            loop.remove_reader(s.fileno())
+        for srv in self.tcp_servers:
+            srv.close()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=timeout)
+        for t in list(self.tasks):
+            t.cancel()
+        for w in list(self.tcp_conns):
+            w.close()
+        for s in self.udp_socks:
+            s.close()

@@ -1,0 +1,125 @@
+"""Shared fixtures: the real daemon on loopback port 0, real upstream peers, real clients."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import dns.message
+import dns.query
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from sinkhole.config import parse_config
+from sinkhole.daemon import Daemon
+from tests.peers.dnsserver import FakeUpstream
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class DaemonThread:
+    """A daemon started through its own Daemon.start()/stop() in a thread with its own loop,
+    so tests stay synchronous and query it with dnspython and dig like any client."""
+
+    def __init__(self, raw: dict[str, Any]) -> None:
+        raw = {"listen": {"dns": ["127.0.0.1:0"], "http": "127.0.0.1:0"}, **raw}
+        self.config = parse_config(raw)
+        self.registry = CollectorRegistry()
+        self.loop = asyncio.new_event_loop()
+        self.daemon = Daemon(self.config, registry=self.registry)
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self) -> DaemonThread:
+        self._thread.start()
+        self.call(self.daemon.start())
+        return self
+
+    def call(self, coro: Any, timeout: float = 30) -> Any:
+        """Run a coroutine on the daemon's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        try:
+            self.call(self.daemon.stop())
+        except concurrent.futures.TimeoutError:  # pragma: no cover - shows up as a test failure
+            pass
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+    @property
+    def port(self) -> int:
+        return self.daemon.dns_bound[0].port
+
+    @property
+    def http(self) -> str:
+        hp = self.daemon.http_bound
+        return f"http://{hp.host}:{hp.port}"
+
+    def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
+        return self.registry.get_sample_value(name, labels or {}) or 0.0
+
+    def query(self, name: str, rdtype: str = "A", *, tcp: bool = False, source: str = "127.0.0.1",
+              timeout: float = 5, **kw: Any) -> dns.message.Message:
+        q = dns.message.make_query(name, rdtype, **kw)
+        fn = dns.query.tcp if tcp else dns.query.udp
+        return fn(q, "127.0.0.1", port=self.port, timeout=timeout, source=source)
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    with FakeUpstream() as up:
+        yield up
+
+
+@pytest.fixture
+def make_daemon() -> Iterator[Any]:
+    started: list[DaemonThread] = []
+
+    def make(raw: dict[str, Any] | None = None) -> DaemonThread:
+        d = DaemonThread(raw or {})
+        started.append(d)
+        return d.start()
+
+    yield make
+    for d in started:
+        d.stop()
+
+
+@pytest.fixture
+def daemon(make_daemon: Any, upstream: FakeUpstream) -> DaemonThread:
+    return make_daemon({"upstreams": [upstream.url()], "upstream_timeout": "1s"})
+
+
+def dig(port: int, *args: str, timeout: float = 10) -> str:
+    """Run the real `dig` against the daemon on loopback; returns its output."""
+    exe = shutil.which("dig")
+    if exe is None:
+        pytest.fail("dig is not installed: the test command installs dnsutils")
+    cmd = [exe, "@127.0.0.1", "-p", str(port), "+tries=1", "+time=3", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False).stdout
+
+
+def write_config(tmp_path: Path, raw: dict[str, Any]) -> Path:
+    path = tmp_path / "sinkhole.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def sinkhole_cmd() -> list[str]:
+    return [sys.executable, "-m", "sinkhole.cli"]
+
+
+def subprocess_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
