@@ -16,8 +16,14 @@ from typing import Any
 from sinkhole.cache import Cache
 from sinkhole.dns.message import Reply, render
 from sinkhole.dns.reply import (
-    EDE_NETWORK_ERROR, EDE_NO_REACHABLE_AUTHORITY, EDE_PROHIBITED, EDE_STALE, client_limit,
-    ede_option, error_reply, header_only_reply,
+    EDE_NETWORK_ERROR,
+    EDE_NO_REACHABLE_AUTHORITY,
+    EDE_PROHIBITED,
+    EDE_STALE,
+    client_limit,
+    ede_option,
+    error_reply,
+    header_only_reply,
 )
 from sinkhole.dns.wire import REFUSED, SERVFAIL, WireError, parse_query
 from sinkhole.metrics import Metrics

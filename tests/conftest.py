@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import os
 import shutil
 import subprocess
@@ -50,11 +49,10 @@ class DaemonThread:
     def stop(self) -> None:
         try:
             self.call(self.daemon.stop())
-        except concurrent.futures.TimeoutError:  # pragma: no cover - shows up as a test failure
-            pass
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
-        self.loop.close()
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(10)
+            self.loop.close()
 
     @property
     def port(self) -> int:

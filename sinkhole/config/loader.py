@@ -95,8 +95,8 @@ def build(cls: type[T], raw: Any, path: str, errors: list[str]) -> T:
             values[f.name] = value
     try:
         return cls(**values)
-    except ValueError as err:  # cross-field checks in __post_init__
-        errors.append(f"{path or 'config'}: {err}")
+    except ValueError as err:  # cross-field checks in __post_init__ name their own key
+        errors.append(f"{path}.{err}" if path else str(err))
         return cls()
 
 

@@ -9,9 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sinkhole.config.loader import Duration, setting
+from sinkhole.config.loader import Duration, format_duration, setting
 from sinkhole.config.values import (
-    HostPort, UpstreamURL, one_of, parse_hostport, parse_network, parse_upstream, positive_int,
+    HostPort,
+    UpstreamURL,
+    one_of,
+    parse_hostport,
+    parse_network,
+    parse_upstream,
+    positive_int,
 )
 
 PRIVATE_NETWORKS = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
@@ -109,5 +115,6 @@ class Config:
 
     def __post_init__(self) -> None:
         if not 0.05 <= self.upstream_timeout <= 60:
-            raise ValueError(f"upstream_timeout: {self.upstream_timeout}s is outside 50ms-60s")
+            raise ValueError(f"upstream_timeout: {format_duration(self.upstream_timeout)} is "
+                             "outside 50ms-60s")
 

@@ -11,8 +11,20 @@ from struct import pack, pack_into, unpack_from
 
 from sinkhole.dns.reply import opt_record, truncated_reply
 from sinkhole.dns.wire import (
-    AD, CD, MAX_LABEL, MAX_NAME_WIRE, NOERROR, NXDOMAIN, QR, RA, RD, TC, TYPE_CNAME, TYPE_OPT,
-    TYPE_SOA, Query,
+    AD,
+    CD,
+    MAX_LABEL,
+    MAX_NAME_WIRE,
+    NOERROR,
+    NXDOMAIN,
+    QR,
+    RA,
+    RD,
+    TC,
+    TYPE_CNAME,
+    TYPE_OPT,
+    TYPE_SOA,
+    Query,
 )
 
 
@@ -104,7 +116,8 @@ def parse_reply(data: bytes, txid: int, question: bytes, max_ttl: int = 86400) -
     if not flags & QR or qd != 1:
         raise ForgedReply("not a response to one question")
     qend = 12 + len(question)
-    if data[12:qend].lower() != question:
+    # Lower-case only the name: bytes.lower() would turn qtype HTTPS (65, 'A') into 97.
+    if data[12:qend - 4].lower() != question[:-4] or data[qend - 4:qend] != question[-4:]:
         raise ForgedReply("question mismatch")
     try:
         return _index(data, flags, qend, an, ns, ar, max_ttl)

@@ -10,7 +10,18 @@ import ipaddress
 from struct import pack
 
 from sinkhole.dns.wire import (
-    BADVERS, CD, CLASS_IN, OPCODE_MASK, QR, RA, RD, TC, TYPE_A, TYPE_AAAA, TYPE_OPT, TYPE_SOA,
+    BADVERS,
+    CD,
+    CLASS_IN,
+    OPCODE_MASK,
+    QR,
+    RA,
+    RD,
+    TC,
+    TYPE_A,
+    TYPE_AAAA,
+    TYPE_OPT,
+    TYPE_SOA,
     Query,
 )
 

@@ -145,9 +145,15 @@ def check_version(version: int) -> None:
 
 def migrate(conn: sqlite3.Connection) -> int:
     """Bring the database to SCHEMA_VERSION in one transaction; returns the version found."""
+    found = read_version(conn)
+    check_version(found)
+    if found == SCHEMA_VERSION:
+        # No write at all: a current database opens even from a read-only file, and the
+        # writer then reports and retries its failed commits like any other write fault.
+        return found
     conn.execute("BEGIN IMMEDIATE")
     try:
-        found = read_version(conn)
+        found = read_version(conn)  # another process may have migrated meanwhile
         check_version(found)
         for steps in MIGRATIONS[found:]:
             for sql in steps:

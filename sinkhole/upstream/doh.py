@@ -6,7 +6,6 @@ queries, as aiohttp's docs advise; a session per query would pay a handshake eve
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 
 import aiohttp
@@ -42,7 +41,7 @@ class DohUpstream:
                 if resp.content_type != _CT:
                     raise UpstreamError(f"https: unexpected content-type {resp.content_type}")
                 data = await resp.content.read(65536)
-        except (TimeoutError, asyncio.TimeoutError):
+        except TimeoutError:
             raise UpstreamError("timeout") from None
         except aiohttp.ClientError as err:
             raise UpstreamError(f"https: {err}") from None

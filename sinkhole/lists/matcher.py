@@ -1,0 +1,174 @@
+"""The Policy: which list (if any) decides a query name, built once per reload (pure).
+
+Precedence, in this order:
+1. An allow rule on the name or any parent wins over every block: allowlists, and also `@@`
+   and `rpz-passthru` rules inside blocklists (global, as in adblock engines).
+2. Among blocklists, the first one in config order that covers the name decides; within that
+   list the most specific rule does. Put the lists that should name a hit (C2 before ads) first.
+3. `name` covers the name and all its subdomains; `*.name` covers only the subdomains.
+
+Lookup cost: one hash per suffix of the query name, then one dict probe and one set probe per
+list for that suffix; no scan over patterns. The big per-list name sets are the parsed sets
+themselves, shared, never copied: a reload does not pay a second copy of a million names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence, Set
+from dataclasses import dataclass, field
+from typing import Any
+
+from sinkhole.lists.parse import ParsedList
+
+BLOCK_ACTIONS = frozenset({"nxdomain", "null", "sinkhole", "refused"})
+_ALLOW_RANK = -1  # below every list's rank: an allow rule always wins
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class ListInfo:
+    """What a hit reports about its list: config fields, plus the file's header (advice...)."""
+
+    name: str
+    category: str = ""
+    severity: str = ""
+    action: str = "nxdomain"
+    meta: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, spec: Any, meta: Mapping[str, str] | None = None) -> ListInfo:
+        """From any config object with .name/.category/.severity/.action; blank config fields
+        fall back to the list header, so a shipped list describes itself."""
+        meta = dict(meta or {})
+        return cls(
+            name=spec.name,
+            category=getattr(spec, "category", None) or meta.get("category", ""),
+            severity=getattr(spec, "severity", None) or meta.get("severity", ""),
+            action=getattr(spec, "action", None) or "nxdomain",
+            meta=meta,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A precomputed outcome, shared by every name with the same list and action."""
+
+    list: ListInfo | None  # None: an allowlist entry
+    action: str  # nxdomain | nodata | null | sinkhole | refused | local | allow
+    local: tuple[tuple[int, str], ...] = ()  # (qtype, rdata) for 'local'
+
+
+ALLOWLISTED = Verdict(None, "allow")
+_Ranked = tuple[int, Verdict]
+
+
+class Policy:
+    """Immutable once built; a reload builds a new one and swaps the reference."""
+
+    __slots__ = ("_exact", "_sub", "_bulk", "_limit", "_parsed", "lists", "entries")
+
+    def __init__(self, exact: dict[str, _Ranked] | None = None,
+                 sub: dict[str, _Ranked] | None = None,
+                 bulk: Sequence[tuple[int, Verdict, Set[str]]] = (),
+                 lists: Sequence[tuple[ListInfo, ParsedList]] = ()) -> None:
+        self._exact = exact or {}  # allow rules and RPZ local data, by name
+        self._sub = sub or {}  # the same for `*.name` rules, keyed by name
+        self._bulk = tuple(bulk)  # (rank, verdict, names) in rank order
+        self._limit = len(lists)
+        self._parsed = {info.name: parsed for info, parsed in lists}
+        self.lists = tuple(info for info, _ in lists)
+        self.entries = {info.name: parsed.rules for info, parsed in lists}
+
+    def match(self, qname: str) -> tuple[Verdict, str] | None:
+        """(verdict, matched suffix) for a lower-case name without trailing dot, or None."""
+        exact, sub, bulk = self._exact, self._sub, self._bulk
+        best: tuple[Verdict, str] | None = None
+        best_rank = self._limit
+        s, start = qname, 0
+        while True:
+            hit = exact.get(s)
+            if start and sub:  # `*.name` rules only apply to proper suffixes
+                wild = sub.get(s)
+                if wild is not None and (hit is None or wild[0] < hit[0]):
+                    hit = wild
+            if hit is not None and hit[0] < best_rank:
+                if hit[0] == _ALLOW_RANK:
+                    return hit[1], s
+                best, best_rank = (hit[1], s), hit[0]
+            for rank, verdict, names in bulk:
+                if rank >= best_rank:
+                    break
+                if s in names:
+                    best, best_rank = (verdict, s), rank
+                    break
+            dot = qname.find(".", start)
+            if dot < 0:
+                return best
+            start = dot + 1
+            s = qname[start:]
+
+    def names(self, list_name: str) -> Set[str]:
+        """Rule keys of one list (`*.name` for wildcards), for reload diffs and retro-hunt.
+
+        Often the parsed set itself, not a copy: read it, never change it.
+        """
+        parsed = self._parsed.get(list_name)
+        if parsed is None:
+            return frozenset()
+        parts: list[Set[str]] = [s for s in (parsed.block, parsed.nxdomain, parsed.nodata) if s]
+        if parsed.local:
+            parts.append(parsed.local.keys())
+        if len(parts) == 1 and isinstance(parts[0], set):
+            return parts[0]
+        return set().union(*parts)
+
+
+def _put(exact: dict[str, _Ranked], sub: dict[str, _Ranked], key: str, rank: int,
+         verdict: Verdict) -> None:
+    table = exact
+    if key.startswith("*."):
+        table, key = sub, key[2:]
+    old = table.get(key)
+    if old is None or rank < old[0]:
+        table[key] = (rank, verdict)
+
+
+def build_policy(lists: Sequence[tuple[Any, ParsedList]],
+                 allowlists: Iterable[ParsedList] = ()) -> Policy:
+    """Assemble the lookup tables; `lists` in config order (rank = position).
+
+    Each element pairs a config object (or a ListInfo) with its parsed list. Raises
+    ValueError for an unknown action or a repeated list name: config bugs, not data.
+    """
+    exact: dict[str, _Ranked] = {}
+    sub: dict[str, _Ranked] = {}
+    for allow in allowlists:  # every rule of an allowlist allows, whatever its form
+        for keys in (allow.block, allow.allow, allow.nxdomain, allow.nodata, allow.local):
+            for key in keys:
+                _put(exact, sub, key, _ALLOW_RANK, ALLOWLISTED)
+    infos: list[tuple[ListInfo, ParsedList]] = []
+    bulk: list[tuple[int, Verdict, Set[str]]] = []
+    for rank, (spec, parsed) in enumerate(lists):
+        info = spec if isinstance(spec, ListInfo) else ListInfo.of(spec, parsed.meta)
+        if info.action not in BLOCK_ACTIONS:
+            raise ValueError(f"list {info.name!r}: unknown action {info.action!r}")
+        if any(info.name == seen.name for seen, _ in infos):
+            raise ValueError(f"list name {info.name!r} used twice")
+        infos.append((info, parsed))
+        allowed = Verdict(info, "allow")
+        for key in parsed.allow:
+            _put(exact, sub, key, _ALLOW_RANK, allowed)
+        for key, data in parsed.local.items():
+            _put(exact, sub, key, rank, Verdict(info, "local", tuple(data)))
+        for action, names in (("nxdomain", parsed.nxdomain), ("nodata", parsed.nodata),
+                              (info.action, parsed.block)):
+            if names:
+                verdict = Verdict(info, action)
+                bulk.append((rank, verdict, names))
+                for key in parsed.wildcard.intersection(names):
+                    _put(exact, sub, key, rank, verdict)
+    return Policy(exact, sub, bulk, infos)
+
+
+def diff_names(old: Set[str], new: Set[str]) -> tuple[set[str], set[str]]:
+    """(added, removed) between two `Policy.names()` results: what retro-hunt searches for."""
+    return {n for n in new if n not in old}, {n for n in old if n not in new}

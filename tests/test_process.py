@@ -1,0 +1,91 @@
+"""The daemon as a process: `sinkhole run` logs, drains on SIGTERM and exits 0."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import dns.message
+import dns.query
+
+from tests.conftest import sinkhole_cmd, subprocess_env, write_config
+from tests.peers.dnsserver import FakeUpstream
+
+
+class Proc:
+    """`sinkhole run` in a child process; reads its JSON log to learn the bound ports."""
+
+    def __init__(self, cfg: Path, *extra: str) -> None:
+        self.p = subprocess.Popen([*sinkhole_cmd(), "run", "-c", str(cfg), *extra],
+                                  stderr=subprocess.PIPE, text=True, env=subprocess_env())
+        self.lines: list[str] = []
+        self.started = self.wait_event("started")
+
+    def wait_event(self, event: str) -> dict[str, Any]:
+        assert self.p.stderr is not None
+        for line in self.p.stderr:
+            self.lines.append(line)
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("event") == event:
+                return rec
+        raise AssertionError(f"daemon exited before {event!r}: {''.join(self.lines)}")
+
+    @property
+    def port(self) -> int:
+        return int(self.started["dns"][0].rsplit(":", 1)[1])
+
+    def finish(self, timeout: float = 15) -> tuple[int, list[str]]:
+        _out, err = self.p.communicate(timeout=timeout)
+        return self.p.returncode, self.lines + err.splitlines(keepends=True)
+
+
+def config(tmp_path: Path, up: FakeUpstream, **extra: Any) -> Path:
+    raw = {"listen": {"dns": ["127.0.0.1:0"], "http": "127.0.0.1:0"}, "upstreams": [up.url()],
+           "log": {"format": "json", "level": "info"}, **extra}
+    return write_config(tmp_path, raw)
+
+
+def test_sigterm_answers_in_flight_then_exits_0(tmp_path: Path) -> None:
+    with FakeUpstream(delay=0.8) as up:
+        proc = Proc(config(tmp_path, up))
+        q = dns.message.make_query("inflight.test", "A")
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            fut = pool.submit(dns.query.udp, q, "127.0.0.1", timeout=5, port=proc.port)
+            up.wait_queries(1)               # the query is now in flight upstream
+            proc.p.send_signal(signal.SIGTERM)
+            reply = fut.result()
+        assert reply.answer, "the in-flight query was answered during the drain"
+        code, lines = proc.finish()
+        assert code == 0
+        events = [json.loads(x).get("event") for x in lines if x.startswith("{")]
+        assert events[-2:] == ["draining", "stopped"]
+
+
+def test_no_log_line_per_query_at_info(tmp_path: Path) -> None:
+    with FakeUpstream() as up:
+        proc = Proc(config(tmp_path, up))
+        for i in range(20):
+            dns.query.udp(dns.message.make_query(f"q{i}.test", "A"), "127.0.0.1", timeout=5,
+                          port=proc.port)
+        proc.p.send_signal(signal.SIGINT)
+        code, lines = proc.finish()
+        assert code == 0
+        assert len(lines) <= 4, lines
+        assert all(json.loads(x)["level"] == "info" for x in lines)
+
+
+def test_port_in_use_is_a_runtime_failure(tmp_path: Path) -> None:
+    with FakeUpstream() as up:
+        cfg = write_config(tmp_path, {"listen": {"dns": [f"127.0.0.1:{up.port}"]},
+                                      "upstreams": [up.url()]})
+        res = subprocess.run([*sinkhole_cmd(), "run", "-c", str(cfg)], capture_output=True,
+                             text=True, timeout=30, env=subprocess_env(), check=False)
+        assert res.returncode == 1
+        assert "cannot start" in res.stderr and "Traceback" not in res.stderr
