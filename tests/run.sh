@@ -26,5 +26,5 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 
-.venv/bin/ruff check sinkhole tests bench
+.venv/bin/ruff check .
 exec .venv/bin/python -m pytest "$@"

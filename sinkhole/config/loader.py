@@ -64,9 +64,11 @@ def format_duration(seconds: float) -> str:
 
 
 def setting(default: Any = dataclasses.MISSING, *, check: Callable[[Any], Any] | None = None,
-            secret: bool = False, factory: Callable[[], Any] | None = None) -> Any:
-    """A config field: default, optional check (raw -> typed or ValueError), secret flag."""
-    meta = {"check": check, "secret": secret}
+            secret: bool = False, factory: Callable[[], Any] | None = None,
+            required: str = "") -> Any:
+    """A config field: default, optional check (raw -> typed or ValueError), secret flag, and
+    `required`: when set, the key must be present and this text says what it is for."""
+    meta = {"check": check, "secret": secret, "required": required}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -78,26 +80,32 @@ def build(cls: type[T], raw: Any, path: str, errors: list[str]) -> T:
         raw = {}
     if not isinstance(raw, dict):
         errors.append(f"{path or 'config'}: expected a mapping, found {_kind(raw)}")
-        return cls()
+        return None  # type: ignore[return-value]
     hints = typing.get_type_hints(cls, include_extras=True)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for key in raw:
         if key not in names:
             errors.append(f"{_join(path, key)}: unknown key (known: {', '.join(sorted(names))})")
     values = {}
+    complete = True
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.name not in raw:
+            if f.metadata.get("required"):
+                errors.append(f"{_join(path, f.name)}: missing ({f.metadata['required']})")
+                complete = False
             continue
         key_path = _join(path, f.name)
         before = len(errors)
         value = _convert(hints[f.name], raw[f.name], key_path, errors, f.metadata.get("check"))
         if len(errors) == before:
             values[f.name] = value
+    if not complete:
+        return None  # type: ignore[return-value]  # errors were recorded; nothing is built
     try:
         return cls(**values)
     except ValueError as err:  # cross-field checks in __post_init__ name their own key
         errors.append(f"{path}.{err}" if path else str(err))
-        return cls()
+        return None  # type: ignore[return-value]
 
 
 def _convert(tp: Any, value: Any, path: str, errors: list[str],

@@ -101,6 +101,81 @@ class Server:
     drain_timeout: Duration = 5.0            # SIGTERM: how long in-flight queries may finish
 
 
+def _list_name(value: Any) -> str:
+    if not isinstance(value, str) or not value or not all(c.isalnum() or c in "-_." for c in value):
+        raise ValueError(f"{value!r} is not a list name (letters, digits, '-', '_', '.')")
+    return value
+
+
+def _category(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 40:
+        raise ValueError(f"{value!r} is not a category word (like c2, malware, phishing)")
+    return value.strip().lower()
+
+
+def _ipv4(value: Any) -> str:
+    import ipaddress
+    try:
+        return str(ipaddress.IPv4Address(str(value)))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 address") from None
+
+
+def _ipv6(value: Any) -> str:
+    import ipaddress
+    try:
+        return str(ipaddress.IPv6Address(str(value)))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv6 address") from None
+
+
+def _path(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{value!r} is not a path")
+    return value
+
+
+SEVERITIES = ("info", "warning", "critical")
+ACTIONS = ("nxdomain", "null", "sinkhole", "refused")
+
+
+@dataclass(frozen=True)
+class Blocklist:
+    name: str = setting("", check=_list_name, required="every blocklist needs a name")
+    path: str = setting("", check=_path,     # a file or a folder; relative to the config file
+                        required="a file or a folder of list files")
+    category: str = setting("malware", check=_category)
+    severity: str = setting("warning", check=one_of(*SEVERITIES))
+    action: str = setting("nxdomain", check=one_of(*ACTIONS))
+
+
+@dataclass(frozen=True)
+class Allowlist:
+    path: str = setting("", check=_path, required="a file or a folder of list files")
+
+
+@dataclass(frozen=True)
+class SinkholeAnswer:
+    ipv4: str = setting("0.0.0.0", check=_ipv4)   # action: sinkhole (null always uses 0.0.0.0)
+    ipv6: str = setting("::", check=_ipv6)
+    ttl: Duration = 60.0
+
+
+@dataclass(frozen=True)
+class Reload:
+    watch: bool = True          # reload when a list file changes on disk
+    debounce: Duration = 1.0    # a git pull touching many files reloads once
+    poll_interval: Duration = 1.0
+
+
+@dataclass(frozen=True)
+class Policy:
+    # Each answers a well-known name so devices keep using this resolver (see README).
+    firefox_canary: bool = True        # use-application-dns.net -> NXDOMAIN
+    icloud_private_relay: bool = True  # mask.icloud.com, mask-h2.icloud.com -> NXDOMAIN
+    ddr: bool = True                   # resolver.arpa, _dns.resolver.arpa -> NODATA (RFC 9462)
+
+
 @dataclass(frozen=True)
 class Config:
     listen: Listen = field(default_factory=Listen)
@@ -112,8 +187,17 @@ class Config:
     cache: Cache = field(default_factory=Cache)
     log: Log = field(default_factory=Log)
     server: Server = field(default_factory=Server)
+    blocklists: tuple[Blocklist, ...] = ()
+    allowlists: tuple[Allowlist, ...] = ()
+    sinkhole: SinkholeAnswer = field(default_factory=SinkholeAnswer)
+    reload: Reload = field(default_factory=Reload)
+    policy: Policy = field(default_factory=Policy)
 
     def __post_init__(self) -> None:
+        names = [b.name for b in self.blocklists]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"blocklists: list names must be unique, repeated: {dupes}")
         if not 0.05 <= self.upstream_timeout <= 60:
             raise ValueError(f"upstream_timeout: {format_duration(self.upstream_timeout)} is "
                              "outside 50ms-60s")
