@@ -16,7 +16,25 @@ def build_app(daemon: Any) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
+    app.router.add_post("/api/v1/reload", reload)
+    app.router.add_get("/api/v1/lists", lists)
     return app
+
+
+async def reload(request: web.Request) -> web.Response:
+    """Reload every list now; answers with the per-list report once the new policy is live."""
+    result = await request.app[DAEMON_KEY].reload("api")
+    return web.json_response(_result_json(result), status=200 if result.ok else 500)
+
+
+async def lists(request: web.Request) -> web.Response:
+    result = request.app[DAEMON_KEY].lists.last_result
+    return web.json_response(_result_json(result) if result else {})
+
+
+def _result_json(result: Any) -> dict[str, Any]:
+    return {"ok": result.ok, "reason": result.reason, "seconds": result.seconds,
+            "lists": [r.as_dict() for r in result.reports]}
 
 
 async def healthz(request: web.Request) -> web.Response:

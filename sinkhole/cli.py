@@ -35,6 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("check-config", parents=[common], help="validate and print the config",
                    description="Validate the config and print the effective settings "
                                "(secrets redacted). Exit 2 if invalid.")
+    chk = sub.add_parser("check", parents=[common], help="which list blocks or allows NAME",
+                         description="Say which list and rule (file:line) blocks or allows a "
+                                     "name, or that none does.")
+    chk.add_argument("name", metavar="NAME")
+    upd = sub.add_parser("update-lists", parents=[common],
+                         help="git pull the list checkouts, validate, reload the daemon",
+                         description="Run `git pull --ff-only` in every list folder that is a "
+                                     "git checkout, validate every list, then reload the "
+                                     "running daemon. Exit 1 on any failure; the running "
+                                     "policy is untouched then.")
+    upd.add_argument("--no-reload", action="store_true", help="pull and validate only")
+    sub.add_parser("reload", parents=[common], help="reload the running daemon's lists",
+                   description="Ask the running daemon (listen.http) to reload every list now.")
     return p
 
 
@@ -49,7 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in err.errors:
             print(f"  {line}", file=sys.stderr)
         return EXIT_USAGE
-    handler = {"run": cmd_run, "check-config": cmd_check_config}[args.command]
+    from sinkhole import cli_lists
+
+    handler = {"run": cmd_run, "check-config": cmd_check_config, "check": cli_lists.cmd_check,
+               "update-lists": cli_lists.cmd_update_lists,
+               "reload": lambda c, _a: cli_lists.reload_daemon(c)}[args.command]
     try:
         return handler(config, args)
     except KeyboardInterrupt:

@@ -19,8 +19,12 @@ from sinkhole.cache import Cache
 from sinkhole.clients.access import AccessList
 from sinkhole.config import Config
 from sinkhole.config.values import HostPort
+from sinkhole.dns.block import BlockAnswers
+from sinkhole.hits import HitRecorder
+from sinkhole.lists.manager import ListManager, ReloadResult
+from sinkhole.lists.matcher import Policy
 from sinkhole.metrics import Metrics
-from sinkhole.resolver import Resolver
+from sinkhole.resolver import Resolver, special_names
 from sinkhole.server import Listeners
 from sinkhole.upstream.pool import UpstreamPool, default_upstreams
 
@@ -37,6 +41,7 @@ class Daemon:
         self.ready = False
         self.http_bound: HostPort | None = None
         self._runner: web.AppRunner | None = None
+        self._tasks: set[asyncio.Task] = set()
 
     @property
     def dns_bound(self) -> list[HostPort]:
@@ -53,8 +58,14 @@ class Daemon:
         self.pool = UpstreamPool(self.upstreams, cfg.upstream_timeout,
                                  ca_file=cfg.upstream_ca_file, on_result=self.metrics.upstream,
                                  on_forged=lambda _why: self.metrics.forged.inc())
+        self.hits = HitRecorder(self.metrics)
+        sh = cfg.sinkhole
         self.resolver = Resolver(access=AccessList(cfg.access.allow), cache=self.cache,
-                                 pool=self.pool, metrics=self.metrics)
+                                 pool=self.pool, metrics=self.metrics,
+                                 blocker=BlockAnswers(sh.ipv4, sh.ipv6, int(sh.ttl)),
+                                 specials=special_names(cfg.policy), on_hit=self.hits.on_hit)
+        self.lists = ListManager(cfg.blocklists, cfg.allowlists, self._on_policy)
+        await self.lists.reload("startup")
         s = cfg.server
         self.listeners = Listeners(self.resolver.handle, self.metrics, tcp_idle=s.tcp_idle_timeout,
                                    tcp_max=s.tcp_max_connections,
@@ -63,6 +74,8 @@ class Daemon:
         if cfg.listen.http is not None:
             await self._start_http(cfg.listen.http)
         self.serving = self.ready = True
+        if cfg.reload.watch and (cfg.blocklists or cfg.allowlists):
+            self._spawn(self.lists.watch(cfg.reload.poll_interval, cfg.reload.debounce))
         log.info("sinkhole serving DNS on %s, HTTP on %s, upstreams %s",
                  ", ".join(h.display() for h in self.dns_bound),
                  self.http_bound.display() if self.http_bound else "off",
@@ -70,6 +83,24 @@ class Daemon:
                  extra={"event": "started",
                         "dns": [h.display() for h in self.dns_bound],
                         "http": self.http_bound.display() if self.http_bound else None})
+
+    def _on_policy(self, policy: Policy, result: ReloadResult) -> None:
+        """Swap the new policy into the pipeline: one reference assignment, atomic."""
+        self.resolver.policy = policy
+        self.metrics.on_reload(result)
+
+    async def reload(self, reason: str) -> ReloadResult:
+        return await self.lists.reload(reason)
+
+    def request_reload(self, reason: str) -> None:
+        """For signal handlers: start a reload without waiting for it."""
+        self._spawn(self.reload(reason))
+
+    def _spawn(self, coro: Any) -> None:
+        """Background work the daemon owns: kept referenced, cancelled and awaited at stop."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _start_http(self, hp: HostPort) -> None:
         self._runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
@@ -82,6 +113,9 @@ class Daemon:
     async def stop(self) -> None:
         """Graceful: stop accepting, answer what is in flight (bounded), release everything."""
         self.serving = False
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.listeners.drain(self.config.server.drain_timeout)
         if self._runner is not None:
             await self._runner.cleanup()
@@ -101,15 +135,16 @@ async def serve(config: Config, *, shutdown_trigger: Callable[[], Awaitable[Any]
         if shutdown_trigger is not None:
             await shutdown_trigger()
         else:
-            await _wait_for_signal()
+            await _wait_for_signal(daemon)
     finally:
         await daemon.stop()
 
 
-async def _wait_for_signal() -> None:
+async def _wait_for_signal(daemon: Daemon) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, daemon.request_reload, "sighup")
     await stop.wait()
     log.info("signal received, draining", extra={"event": "draining"})

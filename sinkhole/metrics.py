@@ -7,6 +7,7 @@ children are bound once here so a query pays one dict lookup and one inc().
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,6 +50,23 @@ class Metrics:
         self.tcp_rejected = Counter("sinkhole_tcp_connections_rejected",
                                     "TCP connections closed at once: over the connection cap",
                                     registry=r)
+        self.blocked = Counter("sinkhole_blocked_queries", "Queries answered by a blocklist",
+                               ["list", "category", "severity"], registry=r)
+        self.list_entries = Gauge("sinkhole_list_entries", "Rules in the active version of a list",
+                                  ["list"], registry=r)
+        self.list_parse_errors = Gauge("sinkhole_list_parse_errors",
+                                       "Lines skipped as unparseable in the active version",
+                                       ["list"], registry=r)
+        self.list_last_reload = Gauge("sinkhole_list_last_reload_timestamp_seconds",
+                                      "When the list was last loaded successfully", ["list"],
+                                      registry=r)
+        self.list_reload_errors = Counter("sinkhole_list_reload_errors",
+                                          "Reloads that could not read the list (last good "
+                                          "version kept)", ["list"], registry=r)
+        self.reloads = Counter("sinkhole_list_reloads", "Policy reloads, by trigger",
+                               ["reason"], registry=r)
+        self.reload_duration = Gauge("sinkhole_list_reload_duration_seconds",
+                                     "Time the last reload took (parse and build)", registry=r)
         self.build = Info("sinkhole_build", "Version of the running daemon", registry=r)
         self.build.info({"version": __version__})
         self._q = {}
@@ -60,6 +78,19 @@ class Metrics:
 
     def query(self, transport: str, qtype: int, result: str) -> None:
         self._q[(transport, QTYPES.get(qtype, "other"), result)].inc()
+
+    def on_reload(self, result: Any) -> None:
+        """Export one ReloadResult: per-list entries, freshness, errors."""
+        now = time.time()
+        self.reloads.labels(result.reason).inc()
+        self.reload_duration.set(result.seconds)
+        for rep in result.reports:
+            self.list_entries.labels(rep.name).set(rep.entries)
+            if rep.error:
+                self.list_reload_errors.labels(rep.name).inc()
+            else:
+                self.list_parse_errors.labels(rep.name).set(rep.parse_errors)
+                self.list_last_reload.labels(rep.name).set(now)
 
     def bad_packet(self, transport: str, reason: str) -> None:
         """Reasons are our own fixed WireError strings, so the label set stays bounded."""

@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from sinkhole.cache import Cache
+from sinkhole.dns.block import BlockAnswers
 from sinkhole.dns.message import Reply, render
 from sinkhole.dns.reply import (
     EDE_NETWORK_ERROR,
@@ -26,6 +27,7 @@ from sinkhole.dns.reply import (
     header_only_reply,
 )
 from sinkhole.dns.wire import REFUSED, SERVFAIL, WireError, parse_query
+from sinkhole.lists.matcher import Policy, Verdict
 from sinkhole.metrics import Metrics
 from sinkhole.upstream.pool import AllUpstreamsFailed, UpstreamPool
 
@@ -35,17 +37,36 @@ TCP_LIMIT = 65535
 _REFUSED_EDE = ede_option(EDE_PROHIBITED, "client not in access.allow")
 
 Result = bytes | None | Coroutine[Any, Any, bytes | None]
+HitObserver = Callable[[Any, str, str, Verdict, str, str], None]
+
+
+def special_names(cfg: Any) -> dict[str, str]:
+    """Built-in answers that keep devices on this resolver (each switch documented in README):
+    Firefox's DoH canary, Apple's iCloud Private Relay signal, and DDR discovery (RFC 9462)."""
+    out: dict[str, str] = {}
+    if cfg.firefox_canary:
+        out["use-application-dns.net"] = "nxdomain"
+    if cfg.icloud_private_relay:
+        out["mask.icloud.com"] = out["mask-h2.icloud.com"] = "nxdomain"
+    if cfg.ddr:
+        out["resolver.arpa"] = out["_dns.resolver.arpa"] = "nodata"
+    return out
 
 
 class Resolver:
     """Turns a client packet into reply bytes (or None: drop)."""
 
     def __init__(self, *, access: Any, cache: Cache | None, pool: UpstreamPool,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, blocker: BlockAnswers, specials: dict[str, str] | None = None,
+                 on_hit: HitObserver | None = None) -> None:
         self.access = access
         self.cache = cache
         self.pool = pool
         self.metrics = metrics
+        self.blocker = blocker
+        self.specials = specials or {}
+        self.policy = Policy()      # replaced whole by the list manager on every reload
+        self.on_hit = on_hit
         self.inflight: dict[bytes, asyncio.Task[Reply]] = {}
 
     def handle(self, data: bytes, client: str, transport: str) -> Result:
@@ -60,15 +81,47 @@ class Resolver:
             m.query(transport, q.qtype, "refused")
             return error_reply(q, REFUSED, _REFUSED_EDE if q.edns else b"")
         limit = client_limit(q) if transport == "udp" else TCP_LIMIT
-        # 3. Cache: answered from stored wire bytes, TTLs patched, the client's question echoed.
+        # 3. Built-in answers (canaries, DDR) before lists: an allowlist must not undo them.
+        special = self.specials.get(q.qname)
+        if special is not None:
+            m.query(transport, q.qtype, "local")
+            return self.blocker.answer(q, special, "", q.qname, limit)
+        # 4. Policy before the cache: a name blocked by a reload must not be served from cache.
+        verdict = self.policy.match(q.qname)
+        if verdict is not None and verdict[0].action != "allow":
+            return self._block(q, client, transport, limit, verdict, "query")
+        # 5. Cache: answered from stored wire bytes, TTLs patched, the client's question echoed.
         cache = self.cache
         if cache is not None:
             hit = cache.get(q.key, time.monotonic())
             if hit is not None:
+                reply = hit[0]
+                if reply.cnames and (blocked := self._inspect(reply)) is not None:
+                    return self._block(q, client, transport, limit, blocked, "cname")
                 m.query(transport, q.qtype, "cached")
-                return render(q, hit[0], hit[1], limit)
-        # 4. Upstream: the only stage that awaits.
-        return self._forward(q, transport, limit)
+                return render(q, reply, hit[1], limit)
+        # 6. Upstream: the only stage that awaits.
+        return self._forward(q, client, transport, limit)
+
+    def _inspect(self, reply: Reply) -> tuple[Verdict, str] | None:
+        """Answer inspection: a CNAME chain into a blocked name is blocked too (a tracker
+        hidden behind a first-party CNAME is still the tracker)."""
+        match = self.policy.match
+        for target in reply.cnames:
+            verdict = match(target)
+            if verdict is not None:
+                return None if verdict[0].action == "allow" else verdict
+        return None
+
+    def _block(self, q: Any, client: str, transport: str, limit: int,
+               verdict: tuple[Verdict, str], kind: str) -> bytes:
+        v, suffix = verdict
+        info = v.list
+        label = info.name if info is not None else "policy"
+        self.metrics.query(transport, q.qtype, "blocked")
+        if self.on_hit is not None:
+            self.on_hit(q, client, transport, v, suffix, kind)
+        return self.blocker.answer(q, v.action, label, suffix, limit, v.local)
 
     def _bad_packet(self, data: bytes, err: WireError, transport: str) -> bytes | None:
         self.metrics.bad_packet(transport, err.reason)
@@ -83,7 +136,7 @@ class Resolver:
             return error_reply(q, err.rcode)
         return header_only_reply(data, err.rcode)
 
-    async def _forward(self, q: Any, transport: str, limit: int) -> bytes | None:
+    async def _forward(self, q: Any, client: str, transport: str, limit: int) -> bytes | None:
         key = q.key
         task = self.inflight.get(key)
         if task is None:
@@ -95,6 +148,8 @@ class Resolver:
             reply = await asyncio.shield(task)
         except AllUpstreamsFailed as err:
             return self._failed(q, transport, limit, err)
+        if reply.cnames and (blocked := self._inspect(reply)) is not None:
+            return self._block(q, client, transport, limit, blocked, "cname")
         self.metrics.query(transport, q.qtype, "forwarded")
         return render(q, reply, 0, limit)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,19 @@ def parse_config(raw: Any, source: str = "config") -> Config:
 
 
 def load_config(path: str | Path | None) -> Config:
-    """The config in `path`, or the embedded defaults when `path` is None."""
+    """The config in `path`, or the embedded defaults when `path` is None.
+
+    Relative list paths are made absolute against the config file's folder, so the daemon
+    and the CLI find the same files whatever their working directory.
+    """
     if path is None:
         return Config()
-    return parse_config(read_yaml(path), str(path))
+    cfg = parse_config(read_yaml(path), str(path))
+    base = Path(path).resolve().parent
+    return dataclasses.replace(cfg, blocklists=tuple(_absolute(base, cfg.blocklists)),
+                               allowlists=tuple(_absolute(base, cfg.allowlists)))
+
+
+def _absolute(base: Path, specs: Any) -> list[Any]:
+    return [dataclasses.replace(s, path=str(base / s.path)) if not Path(s.path).is_absolute()
+            else s for s in specs]

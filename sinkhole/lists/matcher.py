@@ -7,9 +7,10 @@ Precedence, in this order:
    list the most specific rule does. Put the lists that should name a hit (C2 before ads) first.
 3. `name` covers the name and all its subdomains; `*.name` covers only the subdomains.
 
-Lookup cost: one hash per suffix of the query name, then one dict probe and one set probe per
-list for that suffix; no scan over patterns. The big per-list name sets are the parsed sets
-themselves, shared, never copied: a reload does not pay a second copy of a million names.
+Lookup cost: one hash per suffix of the query name, then one dict probe (allow rules, local
+data, wildcards and every small list) and one set probe per big list; no scan over patterns.
+Big name sets are the parsed sets themselves, shared, not copied: a reload does not pay for a
+second copy of a million names.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from sinkhole.lists.parse import ParsedList
 
 BLOCK_ACTIONS = frozenset({"nxdomain", "null", "sinkhole", "refused"})
 _ALLOW_RANK = -1  # below every list's rank: an allow rule always wins
+# Name sets up to this size are copied into the one exact-name dict (a few MB at most), so a
+# query probes one dict plus one set per *big* list per suffix, however many small lists
+# (C2 indicator files) there are; bigger sets are shared as they are, never copied.
+SMALL_LIST = 50_000
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -122,14 +127,16 @@ class Policy:
         return set().union(*parts)
 
 
-def _put(exact: dict[str, _Ranked], sub: dict[str, _Ranked], key: str, rank: int,
-         verdict: Verdict) -> None:
-    table = exact
-    if key.startswith("*."):
-        table, key = sub, key[2:]
-    old = table.get(key)
-    if old is None or rank < old[0]:
-        table[key] = (rank, verdict)
+def _put(exact: dict[str, _Ranked], sub: dict[str, _Ranked], keys: Iterable[str],
+         ranked: _Ranked) -> None:
+    """Enter rules into the dicts; on a clash the lower rank (allow, earlier list) stays."""
+    for key in keys:
+        table = exact
+        if key.startswith("*."):
+            table, key = sub, key[2:]
+        old = table.get(key)
+        if old is None or ranked[0] < old[0]:
+            table[key] = ranked
 
 
 def build_policy(lists: Sequence[tuple[Any, ParsedList]],
@@ -143,8 +150,7 @@ def build_policy(lists: Sequence[tuple[Any, ParsedList]],
     sub: dict[str, _Ranked] = {}
     for allow in allowlists:  # every rule of an allowlist allows, whatever its form
         for keys in (allow.block, allow.allow, allow.nxdomain, allow.nodata, allow.local):
-            for key in keys:
-                _put(exact, sub, key, _ALLOW_RANK, ALLOWLISTED)
+            _put(exact, sub, keys, (_ALLOW_RANK, ALLOWLISTED))
     infos: list[tuple[ListInfo, ParsedList]] = []
     bulk: list[tuple[int, Verdict, Set[str]]] = []
     for rank, (spec, parsed) in enumerate(lists):
@@ -154,18 +160,16 @@ def build_policy(lists: Sequence[tuple[Any, ParsedList]],
         if any(info.name == seen.name for seen, _ in infos):
             raise ValueError(f"list name {info.name!r} used twice")
         infos.append((info, parsed))
-        allowed = Verdict(info, "allow")
-        for key in parsed.allow:
-            _put(exact, sub, key, _ALLOW_RANK, allowed)
+        _put(exact, sub, parsed.allow, (_ALLOW_RANK, Verdict(info, "allow")))
         for key, data in parsed.local.items():
-            _put(exact, sub, key, rank, Verdict(info, "local", tuple(data)))
+            _put(exact, sub, (key,), (rank, Verdict(info, "local", tuple(data))))
         for action, names in (("nxdomain", parsed.nxdomain), ("nodata", parsed.nodata),
                               (info.action, parsed.block)):
-            if names:
-                verdict = Verdict(info, action)
-                bulk.append((rank, verdict, names))
-                for key in parsed.wildcard.intersection(names):
-                    _put(exact, sub, key, rank, verdict)
+            ranked = (rank, Verdict(info, action))
+            if len(names) > SMALL_LIST:
+                bulk.append((rank, ranked[1], names))
+                names = parsed.wildcard.intersection(names)  # `*.name` rules need the dict
+            _put(exact, sub, names, ranked)
     return Policy(exact, sub, bulk, infos)
 
 

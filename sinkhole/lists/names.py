@@ -26,7 +26,8 @@ def normalise_name(text: str) -> str:
         try:
             name = name.encode("idna").decode("ascii")
         except (UnicodeError, ValueError) as err:
-            raise ValueError(f"cannot convert international name to ASCII ({err})") from err
+            reason = err.__cause__ or err  # the codec wraps the useful message
+            raise ValueError(f"cannot convert international name to ASCII: {reason}") from err
     name = name.lower()
     if len(name) <= 253 and _NAME_RE.fullmatch(name):
         return name

@@ -27,10 +27,16 @@ from .schema import SchemaError, StoreError, connect, migrate
 log = logging.getLogger(__name__)
 
 Op = HitEvent | AlertOp | MarkOp | FlushOp
-# Errors that mean "this one op is bad", not "the disk is": the op is dropped and reported
-# instead of failing its whole batch on every retry forever.
-_DATA_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError,
-                sqlite3.ProgrammingError, ValueError, TypeError, OverflowError)
+# SQLite errors that mean "this one op is bad", not "the disk is".  Any other exception an op
+# raises (a wrong type, a bad value) is also the op's fault: it is dropped and reported instead
+# of failing its whole batch on every retry forever.
+_OP_SQL_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError,
+                  sqlite3.NotSupportedError)
+
+
+def _is_fault(err: Exception) -> bool:
+    """A database fault (disk full, locked, read-only, I/O): the batch is kept and retried."""
+    return isinstance(err, sqlite3.DatabaseError) and not isinstance(err, _OP_SQL_ERRORS)
 # With a lock held elsewhere the connection is fine; for anything else (read-only file, a file
 # replaced under us) only a fresh connection can succeed once the cause is fixed.
 _KEEP_CONNECTION = ("SQLITE_BUSY", "SQLITE_LOCKED")
@@ -139,10 +145,7 @@ class Store:
         if not flushed:
             lost = len(self._ops) + len(self._pending) + len(self._queries)
             self._report(f"store closed with {lost} events not written")
-        with self._reader_lock:
-            if self._reader is not None:
-                self._reader.close()
-                self._reader = None
+        self._close_reader()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Block until everything queued before this call is committed; False on timeout."""
@@ -209,8 +212,13 @@ class Store:
         with self._marks_lock:
             hidden = set(self._marks_queued)  # copied before the read: see _mark
         with self._reader_lock:
-            if self._reader is None:
+            if self._thread is None or self._closed:
                 raise StoreError(f"{self.path}: store is not open")
+            if self._reader is None:  # recycled after a write fault
+                try:
+                    self._reader = self._open_reader()
+                except sqlite3.Error as err:
+                    raise StoreError(f"cannot read {self.path}: {err}") from err
             rows = self._reader.execute(
                 "SELECT id, created, sink, payload, state, attempts, next_attempt, last_error, "
                 "delivered_at FROM outbox WHERE state = 'pending' AND next_attempt <= ? "
@@ -249,7 +257,7 @@ class Store:
                 ok = self._cycle(final=stopping)
             except Exception as err:  # a bug must not kill the only writer silently
                 log.exception("store writer cycle failed")
-                self._report(f"store writer error: {err!r}")
+                self._rolled_back(self._conn, err)
                 ok = False
             if stopping:
                 break
@@ -263,6 +271,7 @@ class Store:
         if not self._pending:  # after a failure the same batch is retried, nothing added
             self._pending = [self._ops.popleft()
                              for _ in range(min(len(self._ops), self._batch_max))]
+        backlog = len(self._pending) >= self._batch_max
         self._drain_queries()
         now = self._clock()
         flush_asked = any(isinstance(op, FlushOp) for op in self._pending)
@@ -274,8 +283,8 @@ class Store:
                 return False
         else:
             self._signal_flushes()
-        if len(self._ops) >= self._batch_max:
-            self._wake.set()  # a backlog: the next batch goes at once
+        if backlog and self._ops:
+            self._wake.set()  # a full batch left more behind: the next one goes at once
         if now >= self._next_prune and self._conn is not None:
             self._prune(now)
         return True
@@ -334,7 +343,9 @@ class Store:
         conn.execute("SAVEPOINT op")
         try:
             result = apply(conn, op)
-        except _DATA_ERRORS as err:
+        except Exception as err:
+            if _is_fault(err):
+                raise
             conn.execute("ROLLBACK TO op")
             conn.execute("RELEASE op")
             self._write_errors += 1
@@ -348,7 +359,9 @@ class Store:
         conn.execute("SAVEPOINT history")
         try:
             self._history.write(conn, self._counts)
-        except _DATA_ERRORS as err:
+        except Exception as err:
+            if _is_fault(err):
+                raise
             conn.execute("ROLLBACK TO history")
             self._history.rolled_back()
             self._write_errors += 1
@@ -389,6 +402,10 @@ class Store:
             if code not in _KEEP_CONNECTION:
                 conn.close()
                 self._conn = None
+                # SQLite shares one -shm mapping per file among a process's connections, made
+                # read-only if the first one could not write it: recovering from a read-only
+                # file takes closing every connection, the reader's too.
+                self._close_reader()
         self._failures += 1
         self._write_errors += 1
         kept = len(self._pending) + len(self._ops)
@@ -402,6 +419,12 @@ class Store:
             conn.close()
             raise
         return conn
+
+    def _close_reader(self) -> None:
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
 
     def _open_reader(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,

@@ -1,0 +1,67 @@
+"""Hit recording: told about every blocked query once the pipeline has decided.
+
+An observer, not a stage: it never changes the answer. Per hit it bumps the list's counter,
+writes one structured WARNING log line with stable field names (for journald/SIEM), and hands
+the event to the store and alerting when they are configured. It runs on the event loop, so
+everything here is non-blocking: the store takes events with put_nowait.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from sinkhole.lists.matcher import Verdict
+from sinkhole.metrics import QTYPES, Metrics
+
+log = logging.getLogger("sinkhole.hit")
+
+
+def qtype_name(qtype: int) -> str:
+    return QTYPES.get(qtype) or f"TYPE{qtype}"
+
+
+class HitRecorder:
+    """Fans one hit out to metrics, the log, and the sinks added with `subscribe`."""
+
+    def __init__(self, metrics: Metrics, names: Callable[[str], str | None] | None = None) -> None:
+        self.metrics = metrics
+        self.names = names
+        self._children: dict[str, Any] = {}
+        self.sinks: list[Callable[[dict[str, Any]], None]] = []
+
+    def subscribe(self, sink: Callable[[dict[str, Any]], None]) -> None:
+        self.sinks.append(sink)
+
+    def on_hit(self, q: Any, client: str, transport: str, verdict: Verdict, rule: str,
+               kind: str) -> None:
+        info = verdict.list
+        if info is None:
+            return
+        child = self._children.get(info.name)
+        if child is None:
+            child = self._children[info.name] = self.metrics.blocked.labels(
+                info.name, info.category or "none", info.severity or "none")
+        child.inc()
+        client_name = self.names(client) if self.names is not None else None
+        event = {
+            "event": "hit", "time": time.time(), "client": client, "client_name": client_name,
+            "qname": q.qname, "qtype": qtype_name(q.qtype), "list": info.name,
+            "category": info.category, "severity": info.severity, "rule": rule,
+            "action": verdict.action, "transport": transport, "kind": kind,
+        }
+        for sink in self.sinks:
+            sink(event)
+        log.warning("hit: %s asked for %s (list %s)", client, escape(q.qname), info.name,
+                    extra={k: (escape(v) if k == "qname" else v) for k, v in event.items()
+                           if k != "time"})
+
+
+def escape(name: str) -> str:
+    """Render any bytes of a name printable (DNS presentation \\DDD escapes), so a hostile
+    name can never break a log line, a table or a JSON consumer that expects text."""
+    if name.isascii() and name.isprintable():
+        return name
+    return "".join(c if " " < c < "\x7f" else f"\\{ord(c):03d}" for c in name)

@@ -1,0 +1,210 @@
+"""The live policy: loads every configured list, swaps a new Policy in atomically, watches files.
+
+A reload parses in a worker thread while queries keep using the old Policy, then replaces the
+reference in one assignment: no query ever sees a half-loaded list. A list that cannot be read
+keeps its last good version (never an empty policy because of a bad file), and the reload
+reports, per list, entries, names added and removed, parse errors and time taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sinkhole.lists.loader import ListError, list_files, load_path
+from sinkhole.lists.matcher import Policy, build_policy, diff_names
+from sinkhole.lists.parse import ParsedList
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ListReport:
+    """What one reload did to one list (shown by the API, logged, exported as metrics)."""
+
+    name: str
+    path: str
+    kind: str                      # 'block' or 'allow'
+    entries: int = 0
+    added: int = 0
+    removed: int = 0
+    parse_errors: int = 0
+    unsupported: int = 0
+    seconds: float = 0.0
+    error: str | None = None       # the file could not be read: last good version kept
+    first_errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items()}
+
+
+@dataclass
+class ReloadResult:
+    reason: str
+    reports: list[ListReport]
+    added: dict[str, set[str]]     # list name -> names new in this version (for retro-hunt)
+    seconds: float
+    changed: bool
+
+    @property
+    def ok(self) -> bool:
+        return all(r.error is None for r in self.reports)
+
+
+class ListManager:
+    """Owns the current Policy and the last good parse of every list."""
+
+    def __init__(self, blocklists: Sequence[Any], allowlists: Sequence[Any],
+                 on_swap: Callable[[Policy, ReloadResult], None]) -> None:
+        self.blocklists = list(blocklists)
+        self.allowlists = list(allowlists)
+        self.on_swap = on_swap
+        self.policy = Policy()
+        self._good: dict[str, ParsedList] = {}
+        self._lock = asyncio.Lock()
+        self._last_sig: tuple = ()
+        self.last_result: ReloadResult | None = None
+        self.generation = 0                 # bumped by every completed reload
+        self._reloaded = asyncio.Condition()
+
+    # --- loading (worker thread) -----------------------------------------------------------
+
+    def _load_one(self, key: str, name: str, path: str, kind: str) -> tuple[ParsedList, ListReport]:
+        report = ListReport(name, path, kind)
+        start = time.perf_counter()
+        try:
+            parsed = load_path(path)
+        except (ListError, OSError) as err:
+            report.error = str(err)
+            parsed = self._good.get(key) or ParsedList(source=path)
+        else:
+            report.parse_errors = parsed.error_count
+            report.unsupported = parsed.unsupported
+            report.first_errors = [f"{e.source}:{e.line}: {e.reason}" for e in parsed.errors[:5]]
+        report.entries = parsed.rules if kind == "block" else len(parsed.block | parsed.allow)
+        report.seconds = round(time.perf_counter() - start, 4)
+        return parsed, report
+
+    def build(self, reason: str) -> tuple[Policy, ReloadResult, dict[str, ParsedList]]:
+        """Parse every list and build a new Policy (no shared state changed: thread-safe)."""
+        start = time.perf_counter()
+        old = self.policy
+        good: dict[str, ParsedList] = {}
+        reports: list[ListReport] = []
+        lists = []
+        for spec in self.blocklists:
+            parsed, rep = self._load_one(f"block:{spec.name}", spec.name, spec.path, "block")
+            good[f"block:{spec.name}"] = parsed
+            reports.append(rep)
+            lists.append((spec, parsed))
+        allows = []
+        for i, spec in enumerate(self.allowlists):
+            parsed, rep = self._load_one(f"allow:{i}", f"allowlist[{i}]", spec.path, "allow")
+            good[f"allow:{i}"] = parsed
+            reports.append(rep)
+            allows.append(parsed)
+        policy = build_policy(lists, allows)
+        added: dict[str, set[str]] = {}
+        for rep in reports:
+            if rep.kind != "block":
+                continue
+            new_names, gone = diff_names(old.names(rep.name), policy.names(rep.name))
+            rep.added, rep.removed = len(new_names), len(gone)
+            if new_names:
+                added[rep.name] = new_names
+        changed = any(r.added or r.removed for r in reports) or not self._good
+        result = ReloadResult(reason, reports, added, round(time.perf_counter() - start, 4),
+                              changed)
+        return policy, result, good
+
+    # --- swapping (event loop) -------------------------------------------------------------
+
+    async def reload(self, reason: str) -> ReloadResult:
+        """Reload every list off the event loop, then swap. Concurrent calls queue up."""
+        async with self._lock:
+            sig = await asyncio.to_thread(self.signature)
+            policy, result, good = await asyncio.to_thread(self.build, reason)
+            self._good = good
+            self._last_sig = sig
+            self.policy = policy
+            self.last_result = result
+            self.on_swap(policy, result)
+            self._log(result)
+        async with self._reloaded:
+            self.generation += 1
+            self._reloaded.notify_all()
+        return result
+
+    async def wait_generation(self, generation: int) -> None:
+        """Wait until `generation` reloads have completed (tests and `update-lists` await
+        this instead of sleeping)."""
+        async with self._reloaded:
+            await self._reloaded.wait_for(lambda: self.generation >= generation)
+
+    def _log(self, result: ReloadResult) -> None:
+        for r in result.reports:
+            fields = {"event": "list_reload", "list": r.name, "entries": r.entries,
+                      "added": r.added, "removed": r.removed, "parse_errors": r.parse_errors,
+                      "seconds": r.seconds, "reason": result.reason}
+            if r.error:
+                log.error("list %s could not be loaded, keeping its last good version: %s",
+                          r.name, r.error, extra={**fields, "event": "list_error"})
+            elif r.parse_errors:
+                log.warning("list %s: %d lines skipped (first: %s)", r.name, r.parse_errors,
+                            "; ".join(r.first_errors[:3]), extra=fields)
+            else:
+                log.info("list %s loaded: %d entries (+%d -%d) in %.3fs", r.name, r.entries,
+                         r.added, r.removed, r.seconds, extra=fields)
+
+    # --- watching --------------------------------------------------------------------------
+
+    def signature(self) -> tuple:
+        """(path, mtime, size, inode) of every list file: cheap to poll, and catches a git
+        checkout replacing files (new inode) as well as in-place edits."""
+        sig = []
+        for spec in [*self.blocklists, *self.allowlists]:
+            try:
+                files = list_files(spec.path)
+            except (ListError, OSError):
+                sig.append((spec.path, None))
+                continue
+            for f in files:
+                try:
+                    st = os.stat(f)
+                except OSError:
+                    sig.append((str(f), None))
+                    continue
+                sig.append((str(f), st.st_mtime_ns, st.st_size, st.st_ino))
+            try:
+                st = os.stat(spec.path)
+                sig.append((spec.path, st.st_mtime_ns))
+            except OSError:
+                sig.append((spec.path, None))
+        return tuple(sig)
+
+    async def watch(self, poll: float, debounce: float) -> None:
+        """Poll list files; after a change, wait until nothing changed for `debounce`, then
+        reload once (a `git pull` touching fifty files is one reload)."""
+        while True:
+            await asyncio.sleep(poll)
+            try:
+                sig = await asyncio.to_thread(self.signature)
+                if sig == self._last_sig:
+                    continue
+                while True:
+                    await asyncio.sleep(debounce)
+                    settled = await asyncio.to_thread(self.signature)
+                    if settled == sig:
+                        break
+                    sig = settled
+                await self.reload("file change")
+            except asyncio.CancelledError:
+                raise
+            except Exception:   # a watcher must never die: log, back off, continue
+                log.exception("list watcher failed; retrying")
+                await asyncio.sleep(max(poll, 5.0))
