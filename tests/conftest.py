@@ -46,6 +46,10 @@ class DaemonThread:
         """Run a coroutine on the daemon's loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
+    def call_soon(self, coro: Any) -> Any:
+        """Start a coroutine on the daemon's loop; returns a concurrent Future."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
     def stop(self) -> None:
         try:
             self.call(self.daemon.stop())

@@ -249,6 +249,14 @@ def test_rpz_zone_file() -> None:
     assert parsed.wildcard == {"*.wild.example"}
 
 
+def test_unclosed_parenthesis_does_not_swallow_the_file() -> None:
+    parsed = parse("evil.example TXT ( open", *(["nothing.here"] * 25), "after.example")
+    assert [(e.line, e.reason) for e in parsed.errors] == [(21, "no ')' within 20 lines of a '('")]
+    assert parsed.block == {"nothing.here", "after.example"}
+    parsed = parse("@ SOA ns. host. ( 1", "2 3")
+    assert [(e.line, e.reason) for e in parsed.errors] == [(2, "file ends inside '(' … ')'")]
+
+
 def test_rpz_origin_from_soa_when_no_origin_directive() -> None:
     parsed = parse("rpz.example. 300 IN SOA ns. host. 1 2 3 4 5",
                    "evil.example.rpz.example. CNAME .")

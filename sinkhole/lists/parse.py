@@ -94,6 +94,7 @@ class _Parser:
             out.block.add if emit is None else lambda key: emit(("block", key, None)))
         self.header: dict[str, str] | None = {}
         self.zone = ZoneReader()
+        self.last = 0
 
     def run(self, lines: Iterable[str], first: int = 1) -> None:
         fast, add_block, zone = _FAST_RE.fullmatch, self.add_block, self.zone
@@ -103,7 +104,10 @@ class _Parser:
             if not line:
                 continue
             if zone.in_parens:
-                zone.paren_line(_COMMENT_RE.sub("", line).split())
+                try:
+                    zone.paren_line(_COMMENT_RE.sub("", line).split())
+                except ValueError as err:
+                    self._error(lineno, str(err), line)
                 continue
             if line[0] in "#!;":
                 if self.header is not None:
@@ -121,13 +125,19 @@ class _Parser:
                     continue
             self._slow(lineno, line, raw[0] in " \t")
         self.out.lines += lineno - first + 1
+        self.last = lineno
+
+    def finish(self) -> None:
+        """End of file: keep the header of a file with no rules, flag an unclosed '('."""
         if self.header is not None:
             self._end_header()
+        if self.zone.in_parens:
+            self._error(self.last, "file ends inside '(' … ')'", "")
 
     def _meta(self, line: str) -> None:
         assert self.header is not None
         m = _META_RE.fullmatch(line)
-        if m is None or m[1].lower() not in META_KEYS:
+        if m is None or m[1].lower() not in META_KEYS or not m[2]:
             return
         key = "licence" if m[1].lower() == "license" else m[1].lower()
         if key == "advice" and key in self.header:
@@ -228,7 +238,9 @@ def parse_lines(lines: Iterable[str], source: str, into: ParsedList | None = Non
     its own header block and `$ORIGIN`, as each file is its own document.
     """
     out = into if into is not None else ParsedList(source=source)
-    _Parser(out, source).run(lines)
+    parser = _Parser(out, source)
+    parser.run(lines)
+    parser.finish()
     return out
 
 

@@ -19,6 +19,7 @@ RR_TYPES = frozenset(
 )
 QTYPES = {"A": 1, "CNAME": 5, "AAAA": 28}  # the local data we can answer with
 CLASSES = frozenset({"IN", "CH", "HS"})
+MAX_PAREN_LINES = 20  # an SOA needs 6; an unclosed '(' must not swallow the rest of a file
 _TTL_RE = re.compile(r"\d+[smhdw]?(?:\d+[smhdw])*", re.IGNORECASE)
 
 # What a record means: (kind, key, local data). Kinds: the ParsedList sets, "local",
@@ -47,6 +48,7 @@ class ZoneReader:
         self.origin = ""
         self.owner: str | None = None
         self.in_parens = False
+        self._paren_lines = 0
 
     def directive(self, tokens: list[str]) -> Rule:
         """`$ORIGIN` and `$TTL`; `$INCLUDE` / `$GENERATE` are unsupported (no I/O here)."""
@@ -60,9 +62,16 @@ class ZoneReader:
         return _IGNORE
 
     def paren_line(self, tokens: list[str]) -> None:
-        """A continuation line of a multi-line record (an SOA): only watch for the ')'."""
+        """A continuation line of a multi-line record (an SOA): only watch for the ')'.
+
+        ValueError if none came after MAX_PAREN_LINES lines; normal parsing then resumes.
+        """
+        self._paren_lines += 1
         if sum(t.count(")") - t.count("(") for t in tokens) > 0:
             self.in_parens = False
+        elif self._paren_lines >= MAX_PAREN_LINES:
+            self.in_parens = False
+            raise ValueError(f"no ')' within {MAX_PAREN_LINES} lines of a '('")
 
     def record(self, tokens: list[str], indented: bool) -> Rule:
         """One record line (comments removed) -> Rule; ValueError when it makes no sense."""
@@ -74,7 +83,7 @@ class ZoneReader:
         if rtype not in RR_TYPES:
             raise ValueError("unrecognised zone-file record")
         if sum(t.count("(") - t.count(")") for t in tokens) > 0:
-            self.in_parens = True
+            self.in_parens, self._paren_lines = True, 0
         rdata = [t for t in tokens[i + 1:] if t not in ("(", ")")]
         if rtype == "SOA" and owner is not None and owner.endswith(".") and not self.origin:
             self.origin = normalise_name(owner)  # the SOA owner is the zone apex
