@@ -1,18 +1,21 @@
 """Every Prometheus metric of the daemon, defined in one place, on an injectable registry.
 
 Label values are bounded sets (transport, a fixed list of query types, result, upstream URL,
-list name): never a client address or a query name, which belong in hits and logs. Hot-path
-children are bound once here so a query pays one dict lookup and one inc().
+list name): never a client address or a query name, which belong in hits and logs. The per-query
+counters and the latency histogram are plain ints bumped on the event loop and turned into
+samples at scrape time (the scrape runs on the same loop, so no locks): a prometheus-client
+Counter.inc() plus Histogram.observe() per query would cost several microseconds.
 """
 
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from sinkhole import __version__
@@ -22,6 +25,8 @@ QTYPES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT",
 RESULTS = ("forwarded", "cached", "stale", "blocked", "refused", "servfail", "formerr",
            "notimp", "dropped", "ratelimited", "local")
 TRANSPORTS = ("udp", "tcp")
+REQUEST_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                   0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                    0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -31,8 +36,8 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry if registry is not None else CollectorRegistry()
-        self.queries = Counter("sinkhole_queries", "DNS queries answered (or not), by outcome",
-                               ["transport", "type", "result"], registry=r)
+        self.stats = QueryStats()
+        r.register(_QueryCollector(self.stats))
         self.malformed = Counter("sinkhole_malformed_packets",
                                  "Packets that were not well-formed queries, by reason",
                                  ["transport", "reason"], registry=r)
@@ -69,15 +74,26 @@ class Metrics:
                                      "Time the last reload took (parse and build)", registry=r)
         self.build = Info("sinkhole_build", "Version of the running daemon", registry=r)
         self.build.info({"version": __version__})
-        self._q = {}
-        for t in TRANSPORTS:
-            for qt in (*QTYPES.values(), "other"):
-                for res in RESULTS:
-                    self._q[(t, qt, res)] = self.queries.labels(t, qt, res)
+        self.upstream_up = Gauge("sinkhole_upstream_up", "1 if the upstream's last attempt "
+                                 "succeeded, 0 after a failure", ["upstream"], registry=r)
+        self.clients_with_hits = Gauge("sinkhole_clients_with_hits",
+                                       "Distinct clients with a hit in the last 24 hours",
+                                       ["list", "severity"], registry=r)
+        self.store_queue = Gauge("sinkhole_store_queue_depth", "Events waiting to be written",
+                                 registry=r)
+        self.store_errors = Counter("sinkhole_store_write_errors",
+                                    "Failed commits (retried; nothing is dropped)", registry=r)
+        self.store_dropped = Counter("sinkhole_store_dropped", "Events shed because the write "
+                                     "queue was full", ["kind"], registry=r)
+        self.alerts = Counter("sinkhole_alerts", "Alert deliveries by sink and outcome",
+                              ["sink", "outcome"], registry=r)
+        self.outbox_pending = Gauge("sinkhole_alert_outbox_pending",
+                                    "Alerts written to the outbox and not yet delivered",
+                                    registry=r)
+        self.outbox_oldest = Gauge("sinkhole_alert_outbox_oldest_age_seconds",
+                                   "Age of the oldest undelivered alert (0 if none)", registry=r)
         self._malformed: dict[tuple[str, str], Counter] = {}
-
-    def query(self, transport: str, qtype: int, result: str) -> None:
-        self._q[(transport, QTYPES.get(qtype, "other"), result)].inc()
+        self.query = self.stats.record
 
     def on_reload(self, result: Any) -> None:
         """Export one ReloadResult: per-list entries, freshness, errors."""
@@ -101,6 +117,7 @@ class Metrics:
 
     def upstream(self, name: str, outcome: str, seconds: float) -> None:
         self.upstream_requests.labels(name, outcome).inc()
+        self.upstream_up.labels(name).set(1 if outcome == "ok" else 0)
         if outcome == "ok":
             self.upstream_latency.labels(name).observe(seconds)
 
@@ -126,3 +143,50 @@ class _CacheCollector(Collector):
              c.evictions),
         ):
             yield CounterMetricFamily(name, doc, value=value)
+
+
+class QueryStats:
+    """Per-query counts and latency, as plain ints keyed by raw values (hot path)."""
+
+    __slots__ = ("counts", "buckets", "sums")
+
+    def __init__(self) -> None:
+        self.counts: dict[tuple[str, int, str], int] = {}
+        self.buckets = {r: [0] * (len(REQUEST_BUCKETS) + 1) for r in RESULTS}
+        self.sums = dict.fromkeys(RESULTS, 0.0)
+
+    def record(self, transport: str, qtype: int, result: str, t0: float = 0.0) -> None:
+        key = (transport, qtype, result)
+        counts = self.counts
+        counts[key] = counts.get(key, 0) + 1
+        if t0:
+            took = time.perf_counter() - t0
+            self.buckets[result][bisect_left(REQUEST_BUCKETS, took)] += 1
+            self.sums[result] += took
+
+
+class _QueryCollector(Collector):
+    def __init__(self, stats: QueryStats) -> None:
+        self.stats = stats
+
+    def collect(self) -> Iterator[Any]:
+        totals = {(t, qt, r): 0 for t in TRANSPORTS for qt in (*QTYPES.values(), "other")
+                  for r in RESULTS}
+        for (t, qtype, r), n in list(self.stats.counts.items()):
+            key = (t, QTYPES.get(qtype, "other"), r)
+            totals[key] = totals.get(key, 0) + n
+        fam = CounterMetricFamily("sinkhole_queries", "DNS queries by transport, type and "
+                                  "outcome", labels=["transport", "type", "result"])
+        for labels, n in totals.items():
+            fam.add_metric(list(labels), n)
+        yield fam
+        hist = HistogramMetricFamily("sinkhole_request_duration_seconds",
+                                     "Time from packet decode to reply, by outcome",
+                                     labels=["result"])
+        for result, counts in self.stats.buckets.items():
+            cumulative, acc = [], 0
+            for bound, n in zip((*REQUEST_BUCKETS, float("inf")), counts, strict=True):
+                acc += n
+                cumulative.append(("+Inf" if bound == float("inf") else repr(bound), acc))
+            hist.add_metric([result], cumulative, self.stats.sums[result])
+        yield hist

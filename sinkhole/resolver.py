@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
+from time import perf_counter
 from typing import Any
 
 from sinkhole.cache import Cache
@@ -70,26 +71,27 @@ class Resolver:
         self.inflight: dict[bytes, asyncio.Task[Reply]] = {}
 
     def handle(self, data: bytes, client: str, transport: str) -> Result:
+        t0 = perf_counter()
         m = self.metrics
         # 1. Decode header + question by hand; anything malformed is answered here or dropped.
         try:
             q = parse_query(data)
         except WireError as err:
-            return self._bad_packet(data, err, transport)
+            return self._bad_packet(data, err, transport, t0)
         # 2. Access control before any work: outsiders learn nothing and cost nothing.
         if not self.access.allowed(client):
-            m.query(transport, q.qtype, "refused")
+            m.query(transport, q.qtype, "refused", t0)
             return error_reply(q, REFUSED, _REFUSED_EDE if q.edns else b"")
         limit = client_limit(q) if transport == "udp" else TCP_LIMIT
         # 3. Built-in answers (canaries, DDR) before lists: an allowlist must not undo them.
         special = self.specials.get(q.qname)
         if special is not None:
-            m.query(transport, q.qtype, "local")
+            m.query(transport, q.qtype, "local", t0)
             return self.blocker.answer(q, special, "", q.qname, limit)
         # 4. Policy before the cache: a name blocked by a reload must not be served from cache.
         verdict = self.policy.match(q.qname)
         if verdict is not None and verdict[0].action != "allow":
-            return self._block(q, client, transport, limit, verdict, "query")
+            return self._block(q, client, transport, limit, verdict, "query", t0)
         # 5. Cache: answered from stored wire bytes, TTLs patched, the client's question echoed.
         cache = self.cache
         if cache is not None:
@@ -97,11 +99,11 @@ class Resolver:
             if hit is not None:
                 reply = hit[0]
                 if reply.cnames and (blocked := self._inspect(reply)) is not None:
-                    return self._block(q, client, transport, limit, blocked, "cname")
-                m.query(transport, q.qtype, "cached")
+                    return self._block(q, client, transport, limit, blocked, "cname", t0)
+                m.query(transport, q.qtype, "cached", t0)
                 return render(q, reply, hit[1], limit)
         # 6. Upstream: the only stage that awaits.
-        return self._forward(q, client, transport, limit)
+        return self._forward(q, client, transport, limit, t0)
 
     def _inspect(self, reply: Reply) -> tuple[Verdict, str] | None:
         """Answer inspection: a CNAME chain into a blocked name is blocked too (a tracker
@@ -114,29 +116,30 @@ class Resolver:
         return None
 
     def _block(self, q: Any, client: str, transport: str, limit: int,
-               verdict: tuple[Verdict, str], kind: str) -> bytes:
+               verdict: tuple[Verdict, str], kind: str, t0: float) -> bytes:
         v, suffix = verdict
         info = v.list
         label = info.name if info is not None else "policy"
-        self.metrics.query(transport, q.qtype, "blocked")
+        self.metrics.query(transport, q.qtype, "blocked", t0)
         if self.on_hit is not None:
             self.on_hit(q, client, transport, v, suffix, kind)
         return self.blocker.answer(q, v.action, label, suffix, limit, v.local)
 
-    def _bad_packet(self, data: bytes, err: WireError, transport: str) -> bytes | None:
+    def _bad_packet(self, data: bytes, err: WireError, transport: str,
+                    t0: float) -> bytes | None:
         self.metrics.bad_packet(transport, err.reason)
         if err.rcode is None:
-            self.metrics.query(transport, 0, "dropped")
+            self.metrics.query(transport, 0, "dropped", t0)
             return None
         q = err.query
         self.metrics.query(transport, q.qtype if q else 0,
-                           "formerr" if err.rcode == 1 else "notimp" if err.rcode == 4
-                           else "formerr")
+                           "notimp" if err.rcode == 4 else "formerr", t0)
         if q is not None:
             return error_reply(q, err.rcode)
         return header_only_reply(data, err.rcode)
 
-    async def _forward(self, q: Any, client: str, transport: str, limit: int) -> bytes | None:
+    async def _forward(self, q: Any, client: str, transport: str, limit: int,
+                       t0: float) -> bytes | None:
         key = q.key
         task = self.inflight.get(key)
         if task is None:
@@ -147,10 +150,10 @@ class Resolver:
         try:
             reply = await asyncio.shield(task)
         except AllUpstreamsFailed as err:
-            return self._failed(q, transport, limit, err)
+            return self._failed(q, transport, limit, err, t0)
         if reply.cnames and (blocked := self._inspect(reply)) is not None:
-            return self._block(q, client, transport, limit, blocked, "cname")
-        self.metrics.query(transport, q.qtype, "forwarded")
+            return self._block(q, client, transport, limit, blocked, "cname", t0)
+        self.metrics.query(transport, q.qtype, "forwarded", t0)
         return render(q, reply, 0, limit)
 
     async def _resolve(self, key: bytes, do: bool, cd: bool) -> Reply:
@@ -159,15 +162,16 @@ class Resolver:
             self.cache.put(key, reply, time.monotonic())
         return reply
 
-    def _failed(self, q: Any, transport: str, limit: int, err: AllUpstreamsFailed) -> bytes:
+    def _failed(self, q: Any, transport: str, limit: int, err: AllUpstreamsFailed,
+                t0: float) -> bytes:
         """RFC 8767: a stale answer beats SERVFAIL; else SERVFAIL with an EDE saying why."""
         if self.cache is not None:
             stale = self.cache.get_stale(q.key, time.monotonic())
             if stale is not None:
-                self.metrics.query(transport, q.qtype, "stale")
+                self.metrics.query(transport, q.qtype, "stale", t0)
                 ede = ede_option(EDE_STALE, "upstreams unreachable") if q.edns else b""
                 return render(q, stale, 0, limit, ede, stale=True)
-        self.metrics.query(transport, q.qtype, "servfail")
+        self.metrics.query(transport, q.qtype, "servfail", t0)
         if not q.edns:
             return error_reply(q, SERVFAIL)
         code = EDE_NO_REACHABLE_AUTHORITY if err.timed_out else EDE_NETWORK_ERROR

@@ -202,6 +202,7 @@ def test_normalise_name_rejects(text: str) -> None:
 
 def test_header_meta_from_leading_comment_block_only() -> None:
     parsed = parse(
+        "[Adblock Plus 2.0]",
         "# Title: Test list",
         "# source: https://example.org/list",
         "#",
@@ -352,6 +353,9 @@ def test_most_specific_rule_within_a_list_and_rank_across_lists() -> None:
                        ("b", "nxdomain", ["evil.example", "cdn.evil.example A 192.0.2.1"]))
     assert verdict(policy, "cdn.evil.example") == ("b", "local", "cdn.evil.example")
     assert verdict(policy, "evil.example") == ("b", "nxdomain", "evil.example")
+    policy = policy_of(("rpz", "null", ["x.example CNAME .", "*.x.example CNAME *."]))
+    assert verdict(policy, "x.example") == ("rpz", "nxdomain", "x.example")
+    assert verdict(policy, "a.x.example") == ("rpz", "nodata", "x.example")
 
 
 @pytest.mark.usefixtures("layout")

@@ -75,7 +75,7 @@ class Policy:
                  sub: dict[str, _Ranked] | None = None,
                  bulk: Sequence[tuple[int, Verdict, Set[str]]] = (),
                  lists: Sequence[tuple[ListInfo, ParsedList]] = ()) -> None:
-        self._exact = exact or {}  # allow rules and RPZ local data, by name
+        self._exact = exact or {}  # allow rules, local data, small lists: name -> (rank, verdict)
         self._sub = sub or {}  # the same for `*.name` rules, keyed by name
         self._bulk = tuple(bulk)  # (rank, verdict, names) in rank order
         self._limit = len(lists)
@@ -91,9 +91,9 @@ class Policy:
         s, start = qname, 0
         while True:
             hit = exact.get(s)
-            if start and sub:  # `*.name` rules only apply to proper suffixes
-                wild = sub.get(s)
-                if wild is not None and (hit is None or wild[0] < hit[0]):
+            if start and sub:  # `*.name` only covers subdomains, and is the more specific
+                wild = sub.get(s)  # rule for them when the same list also has `name`
+                if wild is not None and (hit is None or wild[0] <= hit[0]):
                     hit = wild
             if hit is not None and hit[0] < best_rank:
                 if hit[0] == _ALLOW_RANK:

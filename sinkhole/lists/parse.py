@@ -99,7 +99,7 @@ class _Parser:
     def run(self, lines: Iterable[str], first: int = 1) -> None:
         fast, add_block, zone = _FAST_RE.fullmatch, self.add_block, self.zone
         lineno = first - 1
-        for lineno, raw in enumerate(lines, first):  # noqa: B007 - lineno used after the loop
+        for lineno, raw in enumerate(lines, first):
             line = raw.strip()
             if not line:
                 continue
@@ -109,7 +109,7 @@ class _Parser:
                 except ValueError as err:
                     self._error(lineno, str(err), line)
                 continue
-            if line[0] in "#!;":
+            if line[0] in "#!;" or (line[0] == "[" and line[-1] == "]"):  # [Adblock Plus 2.0]
                 if self.header is not None:
                     self._meta(line)
                 continue
@@ -177,8 +177,6 @@ class _Parser:
             return self._error(lineno, f"line longer than {MAX_LINE} characters", "")
         if "\ufffd" in line:
             return self._error(lineno, "invalid UTF-8 (or U+FFFD)", line)
-        if line[0] == "[" and line[-1] == "]":
-            return None  # "[Adblock Plus 2.0]" version header
         if _ELEMHIDE_RE.match(line):
             return self.emit(_UNSUPPORTED)
         text = _COMMENT_RE.sub("", line).strip()
