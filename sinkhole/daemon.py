@@ -24,6 +24,7 @@ from sinkhole.hits import HitRecorder
 from sinkhole.lists.manager import ListManager, ReloadResult
 from sinkhole.lists.matcher import Policy
 from sinkhole.metrics import Metrics
+from sinkhole.ratelimit import RateLimiter
 from sinkhole.resolver import Resolver, special_names
 from sinkhole.server import Listeners
 from sinkhole.upstream.pool import UpstreamPool, default_upstreams
@@ -63,7 +64,9 @@ class Daemon:
         self.resolver = Resolver(access=AccessList(cfg.access.allow), cache=self.cache,
                                  pool=self.pool, metrics=self.metrics,
                                  blocker=BlockAnswers(sh.ipv4, sh.ipv6, int(sh.ttl)),
-                                 specials=special_names(cfg.policy), on_hit=self.hits.on_hit)
+                                 specials=special_names(cfg.policy), on_hit=self.hits.on_hit,
+                                 ratelimit=self._ratelimiter(),
+                                 ratelimit_drop=cfg.ratelimit.action == "drop")
         self.lists = ListManager(cfg.blocklists, cfg.allowlists, self._on_policy)
         await self.lists.reload("startup")
         s = cfg.server
@@ -83,6 +86,13 @@ class Daemon:
                  extra={"event": "started",
                         "dns": [h.display() for h in self.dns_bound],
                         "http": self.http_bound.display() if self.http_bound else None})
+
+    def _ratelimiter(self) -> RateLimiter | None:
+        rl = self.config.ratelimit
+        if not rl.enabled:
+            return None
+        return RateLimiter(rl.qps, rl.burst, rl.network_qps, rl.network_burst, rl.ipv4_prefix,
+                           rl.ipv6_prefix, AccessList(rl.exempt) if rl.exempt else None)
 
     def _on_policy(self, policy: Policy, result: ReloadResult) -> None:
         """Swap the new policy into the pipeline: one reference assignment, atomic."""

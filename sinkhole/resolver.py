@@ -26,8 +26,10 @@ from sinkhole.dns.reply import (
     ede_option,
     error_reply,
     header_only_reply,
+    minimal_any,
+    truncated_reply,
 )
-from sinkhole.dns.wire import REFUSED, SERVFAIL, WireError, parse_query
+from sinkhole.dns.wire import REFUSED, SERVFAIL, TYPE_ANY, WireError, parse_query
 from sinkhole.lists.matcher import Policy, Verdict
 from sinkhole.metrics import Metrics
 from sinkhole.upstream.pool import AllUpstreamsFailed, UpstreamPool
@@ -59,7 +61,8 @@ class Resolver:
 
     def __init__(self, *, access: Any, cache: Cache | None, pool: UpstreamPool,
                  metrics: Metrics, blocker: BlockAnswers, specials: dict[str, str] | None = None,
-                 on_hit: HitObserver | None = None) -> None:
+                 on_hit: HitObserver | None = None, ratelimit: Any = None,
+                 ratelimit_drop: bool = False) -> None:
         self.access = access
         self.cache = cache
         self.pool = pool
@@ -68,6 +71,8 @@ class Resolver:
         self.specials = specials or {}
         self.policy = Policy()      # replaced whole by the list manager on every reload
         self.on_hit = on_hit
+        self.ratelimit = ratelimit
+        self.ratelimit_drop = ratelimit_drop
         self.inflight: dict[bytes, asyncio.Task[Reply]] = {}
 
     def handle(self, data: bytes, client: str, transport: str) -> Result:
@@ -82,8 +87,21 @@ class Resolver:
         if not self.access.allowed(client):
             m.query(transport, q.qtype, "refused", t0)
             return error_reply(q, REFUSED, _REFUSED_EDE if q.edns else b"")
-        limit = client_limit(q) if transport == "udp" else TCP_LIMIT
-        # 3. Built-in answers (canaries, DDR) before lists: an allowlist must not undo them.
+        # 3. Rate limit UDP only (forgeable sources); over the limit: TC=1 (never larger than
+        #    the query, so no amplification) or silence. After access: outsiders cost nothing.
+        if transport == "udp":
+            rl = self.ratelimit
+            if rl is not None and not rl.allow(client, t0):
+                m.query(transport, q.qtype, "ratelimited", t0)
+                return None if self.ratelimit_drop else truncated_reply(q)
+            limit = client_limit(q)
+        else:
+            limit = TCP_LIMIT
+        # 3b. RFC 8482: ANY gets a minimal synthesised answer, never the whole zone's worth.
+        if q.qtype == TYPE_ANY and self.policy.match(q.qname) is None:
+            m.query(transport, q.qtype, "local", t0)
+            return minimal_any(q)
+        # 3c. Built-in answers (canaries, DDR) before lists: an allowlist must not undo them.
         special = self.specials.get(q.qname)
         if special is not None:
             m.query(transport, q.qtype, "local", t0)

@@ -177,6 +177,26 @@ class Policy:
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    enabled: bool = True
+    qps: float = 100.0              # per client address, sustained
+    burst: float = 200.0
+    network_qps: float = 1000.0     # per /24 (IPv4) or /56 (IPv6): floods from one network
+    network_burst: float = 2000.0
+    ipv4_prefix: int = 24
+    ipv6_prefix: int = 56
+    action: str = setting("truncate", check=one_of("truncate", "drop"))
+    # Local tools (monitoring, dig on the box) are never limited.
+    exempt: tuple[str, ...] = setting(("127.0.0.0/8", "::1/128"), check=_networks)
+
+    def __post_init__(self) -> None:
+        if self.qps <= 0 or self.network_qps <= 0 or self.burst < 1 or self.network_burst < 1:
+            raise ValueError("ratelimit: qps must be > 0 and bursts >= 1")
+        if not 8 <= self.ipv4_prefix <= 32 or not 16 <= self.ipv6_prefix <= 128:
+            raise ValueError("ratelimit: ipv4_prefix must be 8-32 and ipv6_prefix 16-128")
+
+
+@dataclass(frozen=True)
 class Config:
     listen: Listen = field(default_factory=Listen)
     # Empty: taken from /etc/resolv.conf at start (see upstreams.default_upstreams).
@@ -192,6 +212,7 @@ class Config:
     sinkhole: SinkholeAnswer = field(default_factory=SinkholeAnswer)
     reload: Reload = field(default_factory=Reload)
     policy: Policy = field(default_factory=Policy)
+    ratelimit: RateLimit = field(default_factory=RateLimit)
 
     def __post_init__(self) -> None:
         names = [b.name for b in self.blocklists]

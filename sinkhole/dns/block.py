@@ -21,7 +21,16 @@ from sinkhole.dns.reply import (
     soa_rr,
     truncated_reply,
 )
-from sinkhole.dns.wire import NOERROR, NXDOMAIN, REFUSED, TYPE_A, TYPE_AAAA, TYPE_ANY, Query
+from sinkhole.dns.wire import (
+    NOERROR,
+    NXDOMAIN,
+    REFUSED,
+    TYPE_A,
+    TYPE_AAAA,
+    TYPE_ANY,
+    TYPE_CNAME,
+    Query,
+)
 
 _TYPE_CODES = {"A": TYPE_A, "AAAA": TYPE_AAAA}
 
@@ -64,7 +73,8 @@ class BlockAnswers:
             qtypes = (TYPE_A, TYPE_AAAA) if q.qtype == TYPE_ANY else (q.qtype,)
             answers = [rr for t in qtypes if (rr := self._addr.get((action, t))) is not None]
         elif action == "local":
-            answers = self._local_records(local).get(q.qtype, [])
+            records = self._local_records(local)
+            answers = records.get(q.qtype) or records.get(TYPE_CNAME, [])
         authority = b"" if answers else soa_rr(self._owner(q, suffix), self.ttl)
         tail = b""
         if q.edns:   # no label: a built-in policy answer, not a block worth an EDE
@@ -97,7 +107,7 @@ class BlockAnswers:
             cached = {}
             for qtype, text in local:
                 try:
-                    rdata = address_rdata(qtype, text)
+                    rdata = encode_name(text) if qtype == TYPE_CNAME else address_rdata(qtype, text)
                 except ValueError:
                     continue
                 cached.setdefault(qtype, []).append(answer_rr(qtype, self.ttl, rdata))
@@ -105,6 +115,17 @@ class BlockAnswers:
                 self._local.clear()
             self._local[local] = cached
         return cached
+
+
+def encode_name(name: str) -> bytes:
+    """Dotted name to uncompressed wire form (RPZ CNAME local data)."""
+    out = b""
+    for label in name.rstrip(".").split("."):
+        raw = label.encode("idna") if not label.isascii() else label.encode()
+        if not 0 < len(raw) < 64:
+            raise ValueError(f"bad label in {name!r}")
+        out += bytes([len(raw)]) + raw
+    return out + b"\x00"
 
 
 def parse_qtype(text: str | int) -> int:

@@ -118,6 +118,18 @@ def soa_rr(owner_offset: int, ttl: int) -> bytes:
     return pack("!HHHIH", 0xC000 | owner_offset, TYPE_SOA, CLASS_IN, ttl, len(rdata)) + rdata
 
 
+_HINFO_RR = pack("!HHHIH", 0xC00C, 13, CLASS_IN, 3600, 9) + b"\x07RFC8482\x00"
+
+
+def minimal_any(q: Query) -> bytes:
+    """RFC 8482 section 4.2: answer ANY with one synthesised HINFO record, not every RRset
+    (ANY is the favourite query of reflection attacks)."""
+    ar = 1 if q.edns else 0
+    tail = opt_record(q.do) if q.edns else b""
+    return (pack("!6H", q.txid, reply_flags(q.flags, 0), 1, 1, 0, ar) + q.question + _HINFO_RR
+            + tail)
+
+
 __all__ = [
     "EDNS_SIZE", "EDE_BLOCKED", "EDE_NETWORK_ERROR", "EDE_NO_REACHABLE_AUTHORITY",
     "EDE_PROHIBITED", "EDE_STALE", "TYPE_AAAA", "address_rdata", "answer_rr", "client_limit",

@@ -83,6 +83,14 @@ class ListManager:
             report.error = str(err)
             parsed = self._good.get(key) or ParsedList(source=path)
         else:
+            if parsed.rules == 0 and parsed.error_count and key in self._good:
+                # every line bad (a truncated download, an HTML error page): not a version
+                report.error = f"{path}: no valid rule, {parsed.error_count} bad lines"
+                report.parse_errors = parsed.error_count
+                parsed = self._good[key]
+                report.entries = parsed.rules if kind == "block" else len(parsed.block)
+                report.seconds = round(time.perf_counter() - start, 4)
+                return parsed, report
             report.parse_errors = parsed.error_count
             report.unsupported = parsed.unsupported
             report.first_errors = [f"{e.source}:{e.line}: {e.reason}" for e in parsed.errors[:5]]
