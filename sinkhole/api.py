@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 from aiohttp import web
@@ -10,8 +11,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 DAEMON_KEY: web.AppKey[Any] = web.AppKey("daemon", object)
 
 
-def build_app(daemon: Any) -> web.Application:
-    app = web.Application()
+def build_app(daemon: Any, token: str | None = None) -> web.Application:
+    """`token`: when set, every /api/ request needs `Authorization: Bearer <token>`;
+    /metrics and the health checks stay open (Prometheus and probes need no secret)."""
+    app = web.Application(middlewares=[_auth(token)] if token else [])
     app[DAEMON_KEY] = daemon
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -35,6 +38,21 @@ async def lists(request: web.Request) -> web.Response:
 def _result_json(result: Any) -> dict[str, Any]:
     return {"ok": result.ok, "reason": result.reason, "seconds": result.seconds,
             "lists": [r.as_dict() for r in result.reports]}
+
+
+def _auth(token: str) -> Any:
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def check(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.path.startswith("/api/"):
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):   # constant time: no timing oracle
+                return web.json_response({"error": "missing or wrong bearer token"},
+                                         status=401, headers={"WWW-Authenticate": "Bearer"})
+        return await handler(request)
+
+    return check
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -79,12 +79,15 @@ def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
-    from sinkhole.daemon import serve
+    from sinkhole.daemon import StartupError, serve
     from sinkhole.logsetup import setup_logging
 
     setup_logging(config.log.level, config.log.format, args.debug)
     try:
         asyncio.run(serve(config))
+    except StartupError as err:
+        log.error("cannot start: %s", err, exc_info=args.debug)
+        return EXIT_USAGE
     except OSError as err:
         log.error("cannot start: %s", err, exc_info=args.debug)
         return EXIT_RUNTIME

@@ -9,7 +9,6 @@ import urllib.error
 import urllib.request
 from argparse import Namespace
 from pathlib import Path
-from typing import Any
 
 from sinkhole.config import Config
 from sinkhole.lists.loader import ListError, find_rule, load_path
@@ -146,7 +145,7 @@ def HostDisplay(host: str) -> str:  # noqa: N802 - reads like a format helper
 
 
 def _auth_headers(config: Config) -> dict[str, str]:
-    token_file: Any = getattr(getattr(config, "api", None), "token_file", None)
+    token_file = config.api.token_file
     if not token_file:
         return {}
     try:

@@ -32,6 +32,21 @@ from sinkhole.upstream.pool import UpstreamPool, default_upstreams
 log = logging.getLogger(__name__)
 
 
+class StartupError(Exception):
+    """The daemon cannot start with this config and environment (exit code 2)."""
+
+
+def read_token(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            token = f.read().strip()
+    except OSError as err:
+        raise StartupError(f"api.token_file: cannot read {path}: {err.strerror}") from None
+    if len(token) < 16:
+        raise StartupError(f"api.token_file: the token in {path} is shorter than 16 characters")
+    return token
+
+
 class Daemon:
     """One running sinkhole: listeners, pipeline, HTTP; `start()` then `stop()`."""
 
@@ -50,6 +65,8 @@ class Daemon:
 
     async def start(self) -> None:
         cfg = self.config
+        # Everything that can refuse the config is checked before anything binds.
+        self._token = read_token(cfg.api.token_file) if cfg.api.token_file else None
         own = [(h.host, h.port) for h in cfg.listen.dns]
         self.upstreams = cfg.upstreams or tuple(default_upstreams(own))
         self.cache = Cache(cfg.cache.max_entries, cfg.cache.serve_stale) \
@@ -113,7 +130,8 @@ class Daemon:
         task.add_done_callback(self._tasks.discard)
 
     async def _start_http(self, hp: HostPort) -> None:
-        self._runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(build_app(self, self._token), access_log=None,
+                                     handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, hp.host, hp.port, reuse_address=True)
         await site.start()

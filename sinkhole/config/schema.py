@@ -24,6 +24,11 @@ PRIVATE_NETWORKS = ("127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "19
                     "100.64.0.0/10", "169.254.0.0/16", "fc00::/7", "fe80::/10")
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+    return ipaddress.ip_address(host).is_loopback
+
+
 def _listen_list(value: Any) -> tuple[HostPort, ...]:
     if not isinstance(value, list) or not value:
         raise ValueError(f"{value!r} is not a non-empty list of addresses like 127.0.0.1:5353")
@@ -197,6 +202,13 @@ class RateLimit:
 
 
 @dataclass(frozen=True)
+class Api:
+    # File holding the bearer token for /api/v1/*. Required when listen.http is not on
+    # loopback; when set, it is required on loopback too.
+    token_file: str | None = setting(None, secret=False)
+
+
+@dataclass(frozen=True)
 class Config:
     listen: Listen = field(default_factory=Listen)
     # Empty: taken from /etc/resolv.conf at start (see upstreams.default_upstreams).
@@ -213,8 +225,13 @@ class Config:
     reload: Reload = field(default_factory=Reload)
     policy: Policy = field(default_factory=Policy)
     ratelimit: RateLimit = field(default_factory=RateLimit)
+    api: Api = field(default_factory=Api)
 
     def __post_init__(self) -> None:
+        http = self.listen.http
+        if http is not None and not self.api.token_file and not _is_loopback(http.host):
+            raise ValueError(f"api.token_file: required when listen.http ({http.display()}) is "
+                             "not on loopback: the admin API must not be open to the network")
         names = [b.name for b in self.blocklists]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
