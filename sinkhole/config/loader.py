@@ -201,7 +201,7 @@ def to_plain(obj: Any, redact: bool = True) -> Any:
         for f in dataclasses.fields(obj):
             v = getattr(obj, f.name)
             if redact and f.metadata.get("secret") and v:
-                out[f.name] = "<redacted>"
+                out[f.name] = redact_secret(v)
             elif isinstance(v, float) and _DurationMarker in get_args(hints[f.name]):
                 out[f.name] = format_duration(v)
             else:
@@ -212,3 +212,12 @@ def to_plain(obj: Any, redact: bool = True) -> Any:
     if isinstance(obj, dict):
         return {k: to_plain(v, redact) for k, v in obj.items()}
     return obj
+
+
+def redact_secret(value: Any) -> str:
+    """Show where a secret URL points (scheme and host), never its path or token."""
+    from urllib.parse import urlsplit
+    if isinstance(value, str) and "://" in value:
+        parts = urlsplit(value)
+        return f"{parts.scheme}://{parts.hostname}/<redacted>"
+    return "<redacted>"

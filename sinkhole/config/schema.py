@@ -208,6 +208,41 @@ class Api:
     token_file: str | None = setting(None, secret=False)
 
 
+def _url(value: Any) -> str:
+    from urllib.parse import urlsplit
+    if not isinstance(value, str) or urlsplit(value).scheme not in ("http", "https") \
+            or not urlsplit(value).hostname:
+        # never echo the value: alert URLs carry tokens
+        raise ValueError("is not an http(s) URL")
+    return value
+
+
+def _instance_default() -> str:
+    import socket
+    return socket.gethostname()
+
+
+@dataclass(frozen=True)
+class AlertSink:
+    type: str = setting("", check=one_of("webhook", "slack", "alertmanager"),
+                        required="webhook | slack | alertmanager")
+    url: str = setting("", check=_url, secret=True, required="where to deliver")
+    name: str = ""                      # shown in metrics and logs; default: type[-N]
+    secret_file: str | None = None      # webhook: HMAC-SHA256 key (X-Sinkhole-Signature)
+    timeout: Duration = 5.0
+    max_per_minute: int = setting(20, check=positive_int)   # beyond: one digest message
+
+
+@dataclass(frozen=True)
+class Alerts:
+    min_severity: str = setting("warning", check=one_of(*SEVERITIES))
+    cooldown: Duration = 3600.0         # per (client, list, name): one alert, then a count
+    digest_window: Duration = 5.0       # hits this close together go out as one digest
+    max_age: Duration = 7 * 86400.0     # undelivered alerts older than this are expired
+    instance: str = field(default_factory=_instance_default)
+    sinks: tuple[AlertSink, ...] = ()
+
+
 @dataclass(frozen=True)
 class Config:
     listen: Listen = field(default_factory=Listen)
@@ -226,6 +261,7 @@ class Config:
     policy: Policy = field(default_factory=Policy)
     ratelimit: RateLimit = field(default_factory=RateLimit)
     api: Api = field(default_factory=Api)
+    alerts: Alerts = field(default_factory=Alerts)
 
     def __post_init__(self) -> None:
         http = self.listen.http
