@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +31,9 @@ class DaemonThread:
     so tests stay synchronous and query it with dnspython and dig like any client."""
 
     def __init__(self, raw: dict[str, Any]) -> None:
-        raw = {"listen": {"dns": ["127.0.0.1:0"], "http": "127.0.0.1:0"}, **raw}
+        self.tmp = tempfile.mkdtemp(prefix="sinkhole-test-")
+        raw = {"listen": {"dns": ["127.0.0.1:0"], "http": "127.0.0.1:0"},
+               "storage": {"path": os.path.join(self.tmp, "sinkhole.db")}, **raw}
         self.config = parse_config(raw)
         self.registry = CollectorRegistry()
         self.loop = asyncio.new_event_loop()
@@ -57,6 +60,7 @@ class DaemonThread:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self._thread.join(10)
             self.loop.close()
+            shutil.rmtree(self.tmp, ignore_errors=True)
 
     @property
     def port(self) -> int:

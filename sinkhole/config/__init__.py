@@ -31,8 +31,12 @@ def load_config(path: str | Path | None) -> Config:
         return Config()
     cfg = parse_config(read_yaml(path), str(path))
     base = Path(path).resolve().parent
+    storage = cfg.storage
+    if not Path(storage.path).is_absolute():
+        storage = dataclasses.replace(storage, path=str(base / storage.path))
     return dataclasses.replace(cfg, blocklists=tuple(_absolute(base, cfg.blocklists)),
-                               allowlists=tuple(_absolute(base, cfg.allowlists)))
+                               allowlists=tuple(_absolute(base, cfg.allowlists)),
+                               storage=storage)
 
 
 def _absolute(base: Path, specs: Any) -> list[Any]:

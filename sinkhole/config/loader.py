@@ -115,8 +115,9 @@ def _convert(tp: Any, value: Any, path: str, errors: list[str],
             return check(value)
         except ValueError as err:
             msg = str(err)
-            # list checks report "[i]: why" so the path reads like upstreams[1]: ...
-            errors.append(f"{path}{msg}" if msg.startswith("[") else f"{path}: {msg}")
+            # list/map checks report "[i]: why" or ".key: why" so the path reads like
+            # upstreams[1]: ... or clients.names.10.0.0.1: ...
+            errors.append(f"{path}{msg}" if msg[:1] in "[." else f"{path}: {msg}")
             return None
     origin = get_origin(tp)
     if origin is Annotated:

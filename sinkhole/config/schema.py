@@ -243,6 +243,60 @@ class Alerts:
     sinks: tuple[AlertSink, ...] = ()
 
 
+def default_state_dir() -> str:
+    """systemd's StateDirectory, else /var/lib/sinkhole for root, else the user's state dir."""
+    import os
+    if os.environ.get("STATE_DIRECTORY"):
+        return os.environ["STATE_DIRECTORY"].split(":")[0]
+    if os.geteuid() == 0:
+        return "/var/lib/sinkhole"
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(base, "sinkhole")
+
+
+def _default_db() -> str:
+    import os
+    return os.path.join(default_state_dir(), "sinkhole.db")
+
+
+@dataclass(frozen=True)
+class Storage:
+    path: str = field(default_factory=_default_db)
+    commit_interval: Duration = 1.0    # a hit is on disk within this (and at shutdown)
+    # FULL: a commit survives power loss; NORMAL: faster, may lose the last commits on power
+    # loss (never on a daemon crash). See README "Durability".
+    synchronous: str = setting("FULL", check=one_of("full", "normal"))
+    retention: Duration = 365 * 86400.0   # hits
+    queue_max: int = setting(100_000, check=positive_int)
+
+
+@dataclass(frozen=True)
+class History:
+    retention: Duration = 30 * 86400.0    # passive-DNS history for retro-hunt; 0 turns it off
+
+
+def _names_map(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a mapping of IP or network to name, found {value!r}")
+    out = {}
+    for k, v in value.items():
+        try:
+            parse_network(k)
+        except ValueError:
+            raise ValueError(f".{k}: is not an IP address or network") from None
+        if not isinstance(v, str) or not v:
+            raise ValueError(f".{k}: {v!r} is not a name")
+        out[str(k)] = v
+    return out
+
+
+@dataclass(frozen=True)
+class Clients:
+    names: dict[str, str] = setting(factory=dict, check=_names_map)  # IP or CIDR -> name
+    leases: tuple[str, ...] = ()          # dnsmasq, ISC dhcpd or Kea lease files
+    refresh_interval: Duration = 10.0     # how often lease files are checked for changes
+
+
 @dataclass(frozen=True)
 class Config:
     listen: Listen = field(default_factory=Listen)
@@ -262,6 +316,9 @@ class Config:
     ratelimit: RateLimit = field(default_factory=RateLimit)
     api: Api = field(default_factory=Api)
     alerts: Alerts = field(default_factory=Alerts)
+    storage: Storage = field(default_factory=Storage)
+    history: History = field(default_factory=History)
+    clients: Clients = field(default_factory=Clients)
 
     def __post_init__(self) -> None:
         http = self.listen.http
