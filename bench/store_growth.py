@@ -223,7 +223,7 @@ def main() -> None:
     ap.add_argument("--qps", type=float, default=1000.0)
     ap.add_argument("--universe", type=int, default=300_000, help="distinct names in the world")
     ap.add_argument("--tail", type=float, default=0.03, help="share of long-tail queries")
-    ap.add_argument("--commits", type=int, default=300)
+    ap.add_argument("--commits", type=int, default=500)
     ap.add_argument("--dir", default=None, help="where the DBs go (a real disk, not tmpfs)")
     args = ap.parse_args()
     directory = tempfile.mkdtemp(prefix="sinkhole-bench-", dir=args.dir)
@@ -243,26 +243,38 @@ def main() -> None:
               f"process CPU {rt['cpu_pct']:.0f}% (feeder + writer)")
 
     if args.days > 0:
-        sim = simulated(work, directory, args.days)
-        (t1, s1), (t2, s2) = sim["snapshots"][0], sim["snapshots"][-1]  # type: ignore[index]
-        per_day = (s2["_total"] - s1["_total"]) / ((t2 - t1) / DAY) if t2 > t1 else s1["_total"]
-        at_30 = s1["_total"] + per_day * 29
-        stats = sim["stats"]
-        print(f"simulated {args.days:g} days: {sim['queries']} queries in {sim['wall']:.0f} s "
-              f"wall, dropped {stats['dropped_queries']}, write errors {stats['write_errors']}")
-        print(f"  DB after day 1: {s1['_total'] / 1e6:.1f} MB, after the last day: "
-              f"{s2['_total'] / 1e6:.1f} MB; growth {per_day / 1e6:.1f} MB/day")
-        for table in ("history", "names", "sqlite_autoindex_names_1", "names_last_hour",
-                      "clients", "hits"):
-            print(f"    {table}: {s2.get(table, 0) / 1e6:.1f} MB")
-        rows = sim["history_rows"]
-        print(f"  history: {rows} (hour, name) rows, {sim['blob_bytes'] / max(rows, 1):.1f} "
-              f"blob bytes/row, {sim['names']} names")
-        print(f"  extrapolated to 30 days (history retention 30 d, then flat): "
-              f"{at_30 / 1e9:.2f} GB")
-        print(f"  retrohunt of 10,000 names: {sim['hunt_s'] * 1000:.0f} ms "
-              f"({sim['hunt_found']} (client, name) found); history page of the most popular "
-              f"name: {sim['page_s'] * 1000:.0f} ms")
+        report_simulated(simulated(work, directory, args.days), args.days)
+
+
+def report_simulated(sim: dict, days: float) -> None:
+    snaps = sim["snapshots"]
+    t_last, last = snaps[-1]
+    t_prev, prev = snaps[-2] if len(snaps) > 1 else (0.0, {"_total": 0})
+    span = (t_last - t_prev) / DAY
+
+    def growth(*tables: str) -> float:
+        return sum(last.get(t, 0) - prev.get(t, 0) for t in tables) / span
+
+    per_day = growth("_total")
+    at_30 = last["_total"] + per_day * (30 - t_last / DAY)
+    stats = sim["stats"]
+    print(f"simulated {days:g} days: {sim['queries']} queries in {sim['wall']:.0f} s wall "
+          f"({sim['queries'] / sim['wall']:.0f} q/s through the store), dropped "
+          f"{stats['dropped_queries']}, write errors {stats['write_errors']}")
+    print("  DB size by day: " + ", ".join(f"{s['_total'] / 1e6:.1f} MB" for _, s in snaps))
+    names = ("names", "sqlite_autoindex_names_1", "names_last_hour")
+    print(f"  growth over the last simulated day: {per_day / 1e6:.1f} MB/day "
+          f"(history {growth('history') / 1e6:.1f}, names {growth(*names) / 1e6:.1f})")
+    for table in ("history", *names, "clients", "hits"):
+        print(f"    {table}: {last.get(table, 0) / 1e6:.1f} MB")
+    rows = sim["history_rows"]
+    print(f"  history: {rows} (hour, name) rows, {sim['blob_bytes'] / max(rows, 1):.1f} "
+          f"blob bytes/row, {sim['names']} names")
+    print(f"  extrapolated to 30 days (history retention 30 d, flat after): {at_30 / 1e9:.2f} GB "
+          "(an upper bound: new names dwindle as the name universe is used up)")
+    print(f"  retrohunt of 10,000 names: {sim['hunt_s'] * 1000:.0f} ms "
+          f"({sim['hunt_found']} (client, name) found); history page of the most popular "
+          f"name: {sim['page_s'] * 1000:.0f} ms")
 
 
 if __name__ == "__main__":

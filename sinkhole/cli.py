@@ -81,6 +81,7 @@ def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
 def cmd_run(config: Config, args: argparse.Namespace) -> int:
     from sinkhole.daemon import StartupError, serve
     from sinkhole.logsetup import setup_logging
+    from sinkhole.privdrop import PrivilegeError
 
     setup_logging(config.log.level, config.log.format, args.debug)
     try:
@@ -88,7 +89,7 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
     except StartupError as err:
         log.error("cannot start: %s", err, exc_info=args.debug)
         return EXIT_USAGE
-    except OSError as err:
+    except (OSError, PrivilegeError) as err:
         log.error("cannot start: %s", err, exc_info=args.debug)
         return EXIT_RUNTIME
     return EXIT_OK

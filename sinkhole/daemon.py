@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from sinkhole import privdrop, sdnotify
 from sinkhole.api import build_app
 from sinkhole.cache import Cache
 from sinkhole.clients.access import AccessList
@@ -117,7 +119,11 @@ class Daemon:
         self.metrics.on_reload(result)
 
     async def reload(self, reason: str) -> ReloadResult:
-        return await self.lists.reload(reason)
+        sdnotify.reloading()
+        try:
+            return await self.lists.reload(reason)
+        finally:
+            sdnotify.ready()
 
     def request_reload(self, reason: str) -> None:
         """For signal handlers: start a reload without waiting for it."""
@@ -157,6 +163,11 @@ async def serve(config: Config, *, shutdown_trigger: Callable[[], Awaitable[Any]
     """Run a daemon until `shutdown_trigger()` returns (default: SIGTERM or SIGINT)."""
     daemon = Daemon(config, registry=registry)
     await daemon.start()
+    # Listeners are bound and lists loaded: give up root (outside systemd), then tell systemd.
+    privdrop.own_state_dir(os.path.dirname(config.storage.path))
+    privdrop.drop_privileges()
+    sdnotify.ready(f"serving DNS on {', '.join(h.display() for h in daemon.dns_bound)}")
+    daemon._spawn(sdnotify.watchdog_loop(lambda: daemon.serving))
     if on_started is not None:
         on_started(daemon)
     try:
@@ -175,4 +186,5 @@ async def _wait_for_signal(daemon: Daemon) -> None:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGHUP, daemon.request_reload, "sighup")
     await stop.wait()
+    sdnotify.stopping()
     log.info("signal received, draining", extra={"event": "draining"})

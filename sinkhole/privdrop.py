@@ -62,10 +62,14 @@ def resolve_target(user: str | None = None, group: str | None = None) -> Target:
     if pw.pw_uid == 0 or gid == 0:
         raise PrivilegeError(f"user {pw.pw_name!r} (uid {pw.pw_uid}, gid {gid}) is root; "
                              "pick an unprivileged user")
-    if user is None and pw.pw_name != DEFAULT_USERS[0]:
+    if user is None and pw.pw_name != DEFAULT_USERS[0] and not _warned:
+        _warned.append(True)   # resolve_target runs twice (chown, then drop): say it once
         log.warning("no %r user; dropping to %r (create a system user %r to own the state)",
                     DEFAULT_USERS[0], pw.pw_name, DEFAULT_USERS[0])
     return Target(pw.pw_name, pw.pw_uid, gid)
+
+
+_warned: list[bool] = []
 
 
 def _lookup_user(user: str | None) -> pwd.struct_passwd:

@@ -22,6 +22,7 @@ from typing import Any
 from .apply import apply_alert, apply_hit, apply_mark, prune_batch
 from .events import AlertOp, FlushOp, HitEvent, MarkOp, OutboxRow
 from .history import Counts, HistoryWriter
+from .outbox import OutboxView
 from .schema import SchemaError, StoreError, connect, migrate
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,8 @@ _OP_SQL_ERRORS = (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.Programming
 def _is_fault(err: Exception) -> bool:
     """A database fault (disk full, locked, read-only, I/O): the batch is kept and retried."""
     return isinstance(err, sqlite3.DatabaseError) and not isinstance(err, _OP_SQL_ERRORS)
+
+
 # With a lock held elsewhere the connection is fine; for anything else (read-only file, a file
 # replaced under us) only a fresh connection can succeed once the cause is fixed.
 _KEEP_CONNECTION = ("SQLITE_BUSY", "SQLITE_LOCKED")
@@ -79,11 +82,8 @@ class Store:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._conn: sqlite3.Connection | None = None      # the writer thread's
-        self._reader: sqlite3.Connection | None = None    # due_alerts, any thread, locked
-        self._reader_lock = threading.Lock()
-        self._marks_lock = threading.Lock()
-        self._marks_queued: dict[int, int] = {}
+        self._conn: sqlite3.Connection | None = None  # the writer thread's
+        self._outbox = OutboxView(path)
         # Writer-thread state.
         self._pending: list[Op] = []
         self._counts: Counts = {}
@@ -97,8 +97,6 @@ class Store:
         self._dropped_queries = 0
         self._committed_hits = 0
         self._last_commit: float | None = None
-        self._outbox_pending = 0
-        self._oldest_pending: float | None = None
 
     # ----------------------------------------------------------------- lifecycle
     def open(self) -> None:
@@ -118,8 +116,7 @@ class Store:
         try:
             migrate(conn)
             conn.execute("PRAGMA busy_timeout = 100")
-            self._refresh_outbox_stats(conn)
-            self._reader = self._open_reader()
+            self._outbox.refresh(conn)
         except SchemaError as err:
             conn.close()
             raise SchemaError(f"{self.path}: {err}") from err
@@ -145,12 +142,14 @@ class Store:
         if not flushed:
             lost = len(self._ops) + len(self._pending) + len(self._queries)
             self._report(f"store closed with {lost} events not written")
-        self._close_reader()
+        self._outbox.close_reader()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Block until everything queued before this call is committed; False on timeout."""
         if self._thread is None or not self._thread.is_alive():
             return False
+        if threading.current_thread() is self._thread:
+            return False  # called from on_durable/on_error: waiting on ourselves would hang
         marker = FlushOp()
         self._ops.append(marker)
         self._wake.set()
@@ -186,6 +185,9 @@ class Store:
         Alerts are never dropped by the queue bound (the alert module already rate-limits),
         and they wake the writer at once: an alert waits for its commit before it is sent.
         """
+        if self._closed:
+            self._report("alert not queued: the store is closed")
+            return
         text = json.dumps(payload, sort_keys=True, default=str)
         self._ops.append(AlertOp(self._clock(), text, tuple(sinks), on_durable))
         self._wake.set()
@@ -200,37 +202,24 @@ class Store:
         self._mark(MarkOp(outbox_id, "expired", self._clock(), "expired before delivery"))
 
     def _mark(self, op: MarkOp) -> None:
-        # Until the mark commits, due_alerts hides the row, so it is never sent twice.
-        with self._marks_lock:
-            self._marks_queued[op.outbox_id] = self._marks_queued.get(op.outbox_id, 0) + 1
+        self._outbox.mark_queued(op.outbox_id)  # hidden from due_alerts until committed
         self._ops.append(op)
         self._wake.set()
 
     # ----------------------------------------------------------------- reading
     def due_alerts(self, now: float, limit: int = 100) -> list[OutboxRow]:
-        """Pending rows due by ``now``, oldest first, minus rows whose mark is still queued."""
-        with self._marks_lock:
-            hidden = set(self._marks_queued)  # copied before the read: see _mark
-        with self._reader_lock:
-            if self._thread is None or self._closed:
-                raise StoreError(f"{self.path}: store is not open")
-            if self._reader is None:  # recycled after a write fault
-                try:
-                    self._reader = self._open_reader()
-                except sqlite3.Error as err:
-                    raise StoreError(f"cannot read {self.path}: {err}") from err
-            rows = self._reader.execute(
-                "SELECT id, created, sink, payload, state, attempts, next_attempt, last_error, "
-                "delivered_at FROM outbox WHERE state = 'pending' AND next_attempt <= ? "
-                "ORDER BY id LIMIT ?", (now, limit + len(hidden))).fetchall()
-        due = [OutboxRow(r[0], r[1], r[2], json.loads(r[3]), *r[4:]) for r in rows
-               if r[0] not in hidden]
-        return due[:limit]
+        """Pending rows due by ``now``, oldest first, minus rows whose mark is still queued.
+
+        New rows are due at once (next_attempt = created); ``on_durable`` tells the sender
+        about them sooner, so it must skip ids it already has in flight."""
+        if self._thread is None or self._closed:
+            raise StoreError(f"{self.path}: store is not open")
+        return self._outbox.due(now, limit)
 
     @property
     def stats(self) -> dict[str, Any]:
         """Counters for metrics and /readyz; memory only, so safe to call on the event loop."""
-        oldest = self._oldest_pending
+        oldest = self._outbox.oldest
         return {
             "queue_depth": len(self._ops) + len(self._pending) + len(self._queries),
             "write_errors": self._write_errors,
@@ -238,8 +227,8 @@ class Store:
             "dropped_queries": self._dropped_queries,
             "last_commit": self._last_commit,
             "committed_hits": self._committed_hits,
-            "outbox_pending": self._outbox_pending,
-            "oldest_pending_age": max(0.0, self._clock() - oldest) if oldest else 0.0,
+            "outbox_pending": self._outbox.pending,
+            "oldest_pending_age": 0.0 if oldest is None else max(0.0, self._clock() - oldest),
             "failing": self._failures > 0,
         }
 
@@ -332,7 +321,7 @@ class Store:
                 log.exception("on_durable callback failed")
                 self._report(f"on_durable callback failed: {err!r}")
         if outbox_touched:
-            self._refresh_outbox_stats(conn)
+            self._outbox.refresh(conn)
         self._signal_flushes()
         return True
 
@@ -376,12 +365,8 @@ class Store:
         self._committed_hits += hits
         self._last_commit = self._clock()
         self._failures = 0
-        with self._marks_lock:
-            for op in self._pending:
-                if isinstance(op, MarkOp):
-                    left = self._marks_queued.pop(op.outbox_id, 1) - 1
-                    if left > 0:
-                        self._marks_queued[op.outbox_id] = left
+        self._outbox.marks_committed(op.outbox_id for op in self._pending
+                                     if isinstance(op, MarkOp))
 
     def _signal_flushes(self) -> None:
         for op in self._pending:
@@ -405,7 +390,7 @@ class Store:
                 # SQLite shares one -shm mapping per file among a process's connections, made
                 # read-only if the first one could not write it: recovering from a read-only
                 # file takes closing every connection, the reader's too.
-                self._close_reader()
+                self._outbox.close_reader()
         self._failures += 1
         self._write_errors += 1
         kept = len(self._pending) + len(self._ops)
@@ -418,18 +403,6 @@ class Store:
         except BaseException:
             conn.close()
             raise
-        return conn
-
-    def _close_reader(self) -> None:
-        with self._reader_lock:
-            if self._reader is not None:
-                self._reader.close()
-                self._reader = None
-
-    def _open_reader(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                               timeout=1.0)
-        conn.execute("PRAGMA query_only = 1")
         return conn
 
     def _prune(self, now: float) -> None:
@@ -445,14 +418,6 @@ class Store:
         if names_deleted:
             self._history.forget()
         self._next_prune = now if more else now + self._prune_interval
-
-    def _refresh_outbox_stats(self, conn: sqlite3.Connection) -> None:
-        try:
-            count, oldest = conn.execute(
-                "SELECT count(*), min(created) FROM outbox WHERE state = 'pending'").fetchone()
-        except sqlite3.Error:
-            return
-        self._outbox_pending, self._oldest_pending = count, oldest
 
     def _report(self, message: str) -> None:
         if self.on_error is None:
