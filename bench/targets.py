@@ -102,7 +102,8 @@ def sinkhole_config(port: int, http_port: int, upstream: int, list_path: Path, w
         "ratelimit: {enabled: true}",
     ]
     if features.get("storage"):
-        lines.append(f"storage: {{path: {workdir / 'sinkhole.db'}}}")
+        # its own folder: the daemon gives the store's folder to the user it drops to
+        lines.append(f"storage: {{path: {workdir / 'state' / 'sinkhole.db'}}}")
     if features.get("alerts") and webhook:
         lines.append(f"alerts: {{sinks: [{{type: webhook, url: '{webhook}'}}]}}")
     return "\n".join(lines) + "\n"

@@ -117,6 +117,8 @@ class Daemon:
         """Swap the new policy into the pipeline: one reference assignment, atomic."""
         self.resolver.policy = policy
         self.metrics.on_reload(result)
+        self.metrics.prime(policy.lists)
+        self.hits.set_lists(policy.lists)
 
     async def reload(self, reason: str) -> ReloadResult:
         sdnotify.reloading()

@@ -31,6 +31,28 @@ class HitRecorder:
         self.names = names
         self._children: dict[str, Any] = {}
         self.sinks: list[Callable[[dict[str, Any]], None]] = []
+        # (list, severity) -> client -> time of its last hit: the "infected devices" gauge
+        self._recent: dict[tuple[str, str], dict[str, float]] = {}
+        metrics.watch_hits(self.recent_clients)
+
+    def set_lists(self, lists: Any) -> None:
+        """After a reload: every list shows in the gauge (at 0 until its first hit)."""
+        for info in lists:
+            self._recent.setdefault((info.name, info.severity or "none"), {})
+
+    def seed(self, list_name: str, severity: str, client: str, when: float) -> None:
+        """Start-up: hits of the last 24 h from the store, so a restart does not reset the gauge
+        that alerting watches."""
+        self._recent.setdefault((list_name, severity or "none"), {})[client] = when
+
+    def recent_clients(self, window: float = 86400.0) -> dict[tuple[str, str], int]:
+        cutoff = time.time() - window
+        out = {}
+        for key, clients in self._recent.items():
+            for ip in [ip for ip, t in clients.items() if t < cutoff]:
+                del clients[ip]
+            out[key] = len(clients)
+        return out
 
     def subscribe(self, sink: Callable[[dict[str, Any]], None]) -> None:
         self.sinks.append(sink)
@@ -46,8 +68,10 @@ class HitRecorder:
                 info.name, info.category or "none", info.severity or "none")
         child.inc()
         client_name = self.names(client) if self.names is not None else None
+        now = time.time()
+        self._recent.setdefault((info.name, info.severity or "none"), {})[client] = now
         event = {
-            "event": "hit", "time": time.time(), "client": client, "client_name": client_name,
+            "event": "hit", "time": now, "client": client, "client_name": client_name,
             "qname": q.qname, "qtype": qtype_name(q.qtype), "list": info.name,
             "category": info.category, "severity": info.severity, "rule": rule,
             "action": verdict.action, "transport": transport, "kind": kind,

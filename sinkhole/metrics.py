@@ -76,9 +76,6 @@ class Metrics:
         self.build.info({"version": __version__})
         self.upstream_up = Gauge("sinkhole_upstream_up", "1 if the upstream's last attempt "
                                  "succeeded, 0 after a failure", ["upstream"], registry=r)
-        self.clients_with_hits = Gauge("sinkhole_clients_with_hits",
-                                       "Distinct clients with a hit in the last 24 hours",
-                                       ["list", "severity"], registry=r)
         self.store_queue = Gauge("sinkhole_store_queue_depth", "Events waiting to be written",
                                  registry=r)
         self.store_errors = Counter("sinkhole_store_write_errors",
@@ -121,6 +118,22 @@ class Metrics:
         if outcome == "ok":
             self.upstream_latency.labels(name).observe(seconds)
 
+    def watch_hits(self, recent: Any) -> None:
+        """`recent()` -> {(list, severity): distinct clients with a hit in the last 24 h}."""
+        self.registry.register(_HitsCollector(recent))
+
+    def prime(self, lists: Any, sinks: Any = ()) -> None:
+        """Create series at 0 before their first event: increase() misses the first event of a
+        series that appears already non-zero."""
+        for info in lists:
+            self.blocked.labels(info.name, info.category or "none", info.severity or "none")
+            self.list_reload_errors.labels(info.name)
+        for sink in sinks:
+            for outcome in ("delivered", "failed", "expired"):
+                self.alerts.labels(sink, outcome)
+        for kind in ("hit", "query"):
+            self.store_dropped.labels(kind)
+
     def watch_cache(self, cache: Any) -> None:
         """Cache statistics are plain ints bumped on the hot path and read at scrape time:
         cheaper than a locked Counter.inc() per lookup."""
@@ -143,6 +156,18 @@ class _CacheCollector(Collector):
              c.evictions),
         ):
             yield CounterMetricFamily(name, doc, value=value)
+
+
+class _HitsCollector(Collector):
+    def __init__(self, recent: Any) -> None:
+        self.recent = recent
+
+    def collect(self) -> Iterator[Any]:
+        fam = GaugeMetricFamily("sinkhole_clients_with_hits", "Distinct clients with a hit in "
+                                "the last 24 hours, by list", labels=["list", "severity"])
+        for (name, severity), n in sorted(self.recent().items()):
+            fam.add_metric([name, severity or "none"], n)
+        yield fam
 
 
 class QueryStats:

@@ -1,0 +1,346 @@
+"""Alert policy: which hits, retro finds and list errors become alerts, when, and for which sink.
+
+Pure (no I/O, no asyncio, the clock injected) so every rule here is tested with a fake clock.
+
+Rules, and why:
+- Per (client, list, name) an *episode* starts with the first hit and alerts at once. Hits
+  within ``cooldown`` of the last alert are counted, not sent; the count goes out in the next
+  alert ("+N more since ..."): either when the client asks again after a full cooldown, or from
+  ``tick`` at the end of the cooldown, so a count is never left unreported.
+- A client quiet for a whole ``cooldown`` that asks again starts a NEW episode and alerts at
+  once: a re-infected phone (Triangulation has no persistence; devices were re-infected, see
+  REFERENCE.md) must not be hidden by dedup.
+- Bursts: the first alert of a burst goes out at once; whatever else falls in the next
+  ``digest_window`` is grouped into one digest (the window stays open while the burst lasts).
+- Each sink takes at most ``max_per_minute`` messages; the excess is folded into a digest for
+  that sink, sent when its budget frees up: bounded, but never dropped silently.
+- List errors always alert (a broken list silently weakens protection), once per (list, error)
+  per cooldown; ``min_severity`` applies to hits and retro finds.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
+DIGEST_ITEMS = 50          # items listed in one digest; the rest are only counted
+MAX_EPISODES = 100_000     # dedup keys kept; beyond, the least recently seen are reported+evicted
+RATE_PERIOD = 60.0
+
+Key = tuple[str, str, str]  # (client, list, name)
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One thing worth telling a human: a hit episode, a retro find or a list error."""
+
+    kind: str                       # hit | retro | list-error | test
+    severity: str
+    client: str = ""
+    client_name: str | None = None
+    domain: str = ""
+    list: str = ""
+    category: str = ""
+    rule: str = ""
+    first_seen: float = 0.0         # episode start (retro: first seen in the history)
+    last_seen: float = 0.0
+    count: int = 1                  # hits in the episode so far
+    repeats: int = 0                # hits since the last alert that no alert has reported yet
+    repeats_since: float | None = None   # ...counted since this time (the last alert)
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One message to deliver: a single item, or a digest of several."""
+
+    kind: str                       # hit | retro | list-error | digest | test
+    severity: str
+    created: float
+    items: tuple[Item, ...]
+    omitted: int = 0                # digest: items beyond DIGEST_ITEMS, counted only
+    omitted_hits: int = 0
+    reason: str = ""                # digest: 'burst' or 'rate'
+
+
+Outgoing = tuple[Alert, tuple[str, ...]]   # an alert and the sinks it goes to
+
+
+def severity_of(value: Any) -> str:
+    """A list whose severity we cannot read still alerts (as warning) rather than vanish."""
+    return value if value in SEVERITY_RANK else "warning"
+
+
+def max_severity(items: Iterable[Item]) -> str:
+    return max((i.severity for i in items), key=SEVERITY_RANK.__getitem__, default="info")
+
+
+def make_test_alert(now: float) -> Alert:
+    """The alert `sinkhole test-alert` sends: it proves the path, it reports nothing."""
+    return Alert("test", "info", now, (Item("test", "info", first_seen=now, last_seen=now),))
+
+
+@dataclass(slots=True)
+class _Episode:
+    first_seen: float
+    last_seen: float
+    alerted_at: float
+    count: int
+    unreported: int
+    latest: Item
+
+
+@dataclass(slots=True)
+class _Fold:
+    """Items waiting to go out together; bounded (beyond DIGEST_ITEMS only counts are kept)."""
+
+    items: list[Item] = field(default_factory=list)
+    omitted: int = 0
+    omitted_hits: int = 0
+
+    def add(self, alert: Alert) -> None:
+        for item in alert.items:
+            if len(self.items) < DIGEST_ITEMS:
+                self.items.append(item)
+            else:
+                self.omitted += 1
+                self.omitted_hits += item.repeats + 1
+        self.omitted += alert.omitted
+        self.omitted_hits += alert.omitted_hits
+
+    def take(self, now: float, reason: str) -> Alert | None:
+        items, omitted, hits = tuple(self.items), self.omitted, self.omitted_hits
+        self.items, self.omitted, self.omitted_hits = [], 0, 0
+        if not items:
+            return None
+        if len(items) == 1 and not omitted:
+            return Alert(items[0].kind, items[0].severity, now, items)
+        return Alert("digest", max_severity(items), now, items, omitted, hits, reason)
+
+
+@dataclass(slots=True)
+class _Budget:
+    """A sink's sliding one-minute message budget and what waits for it."""
+
+    per_minute: int
+    sent: deque[float] = field(default_factory=deque)
+    overflow: _Fold = field(default_factory=_Fold)
+
+    def free(self, now: float) -> bool:
+        while self.sent and self.sent[0] <= now - RATE_PERIOD:
+            self.sent.popleft()
+        return len(self.sent) < self.per_minute
+
+    def next_free(self) -> float:
+        return self.sent[0] + RATE_PERIOD if self.sent else 0.0
+
+
+class AlertPolicy:
+    """Turns events into (alert, sinks) decisions; call ``tick`` by ``next_deadline``."""
+
+    def __init__(self, *, min_severity: str, cooldown: float, digest_window: float,
+                 budgets: Mapping[str, int], clock: Callable[[], float] = time.time,
+                 max_episodes: int = MAX_EPISODES) -> None:
+        self.min_rank = SEVERITY_RANK[min_severity]
+        self.cooldown = cooldown
+        self.window = digest_window
+        self.clock = clock
+        self.max_episodes = max_episodes
+        self._budgets = {name: _Budget(n) for name, n in budgets.items()}
+        # Ordered by last hit, so expiry and eviction take from the front.
+        self._episodes: OrderedDict[Key, _Episode] = OrderedDict()
+        self._followups: list[tuple[float, Key]] = []   # heap: when unreported counts are due
+        self._errors: dict[tuple[str, str], float] = {}
+        self._window_end: float | None = None
+        self._window = _Fold()
+
+    @classmethod
+    def from_config(cls, cfg: Any, budgets: Mapping[str, int],
+                    clock: Callable[[], float] = time.time) -> AlertPolicy:
+        return cls(min_severity=cfg.min_severity, cooldown=cfg.cooldown,
+                   digest_window=cfg.digest_window, budgets=budgets, clock=clock)
+
+    @property
+    def episodes(self) -> int:
+        return len(self._episodes)
+
+    # ----------------------------------------------------------------- inputs
+    def on_hit(self, event: Mapping[str, Any]) -> list[Outgoing]:
+        """A blocked query (kind 'query' or 'cname'); a 'retro' event goes to on_retro."""
+        if event.get("kind") == "retro":
+            return self.on_retro([event])
+        item = _item("hit", event)
+        if SEVERITY_RANK[item.severity] < self.min_rank:
+            return []
+        now = self.clock()
+        key = (item.client, item.list, item.domain)
+        out: list[Outgoing] = []
+        ep = self._episodes.get(key)
+        if ep is not None and now - ep.last_seen >= self.cooldown:
+            out += self._close(key, now)   # quiet for a whole cooldown: this is a new episode
+            ep = None
+        if ep is None:
+            first = replace(item, first_seen=now, last_seen=now)
+            self._episodes[key] = _Episode(now, now, now, 1, 0, first)
+            out += self._route(first, now)
+            return out + self._evict(now)
+        ep.last_seen, ep.count, ep.latest = now, ep.count + 1, item
+        self._episodes.move_to_end(key)
+        if now - ep.alerted_at >= self.cooldown:
+            return out + self._report(ep, now, include_latest=True)
+        ep.unreported += 1
+        if ep.unreported == 1:
+            heapq.heappush(self._followups, (ep.alerted_at + self.cooldown, key))
+        return out
+
+    def on_retro(self, finds: Iterable[Mapping[str, Any]]) -> list[Outgoing]:
+        """Retro-hunt finds: the caller sends each (client, name) once, so no dedup here."""
+        now = self.clock()
+        out: list[Outgoing] = []
+        for find in finds:
+            item = _item("retro", find)
+            if SEVERITY_RANK[item.severity] >= self.min_rank:
+                out += self._route(item, now)
+        return out
+
+    def on_list_error(self, list_name: str, error: str) -> list[Outgoing]:
+        now = self.clock()
+        key = (list_name, error)
+        last = self._errors.get(key)
+        if last is not None and now - last < self.cooldown:
+            return []   # the same broken file on every reload: once per cooldown is enough
+        self._errors[key] = now
+        item = Item("list-error", "warning", list=list_name, error=error,
+                    first_seen=now, last_seen=now, count=1)
+        return self._route(item, now)
+
+    # ----------------------------------------------------------------- time
+    def tick(self) -> list[Outgoing]:
+        """Send what is due: follow-up counts, the closing digest, rate-held digests."""
+        now = self.clock()
+        out: list[Outgoing] = []
+        while self._followups and self._followups[0][0] <= now:
+            _, key = heapq.heappop(self._followups)
+            ep = self._episodes.get(key)
+            # Stale entries (the key was reported since, or re-created) are skipped: a fresh
+            # entry was pushed when its count started again.
+            if ep is not None and ep.unreported and ep.alerted_at + self.cooldown <= now:
+                out += self._report(ep, now, include_latest=False)
+        while self._episodes:
+            key, ep = next(iter(self._episodes.items()))
+            if now - ep.last_seen < self.cooldown:
+                break
+            out += self._close(key, now)
+        self._errors = {k: t for k, t in self._errors.items() if now - t < self.cooldown}
+        if self._window_end is not None and now >= self._window_end:
+            out += self._flush_window(now)
+        for name, budget in self._budgets.items():
+            out += self._release(name, budget, now)
+        return out
+
+    def next_deadline(self) -> float | None:
+        """When ``tick`` next has work (None: nothing pending)."""
+        times = [self._followups[0][0]] if self._followups else []
+        if self._window_end is not None:
+            times.append(self._window_end)
+        if self._episodes:
+            times.append(next(iter(self._episodes.values())).last_seen + self.cooldown)
+        times += [b.next_free() for b in self._budgets.values() if b.overflow.items]
+        return min(times, default=None)
+
+    def drain(self) -> list[Outgoing]:
+        """At shutdown: everything held (window, rate overflow) goes out now, unbounded,
+        so it reaches the durable outbox instead of dying with the process."""
+        now = self.clock()
+        out: list[Outgoing] = []
+        # Rate-held items are older than the window's, so they go first: creation order.
+        for name, budget in self._budgets.items():
+            held = budget.overflow.take(now, "rate")
+            if held is not None:
+                out.append((held, (name,)))
+        alert = self._window.take(now, "burst")
+        self._window_end = None
+        if alert is not None:
+            out.append((alert, tuple(self._budgets)))
+        return out
+
+    # ----------------------------------------------------------------- internals
+    def _report(self, ep: _Episode, now: float, *, include_latest: bool) -> list[Outgoing]:
+        repeats = ep.unreported
+        if not include_latest and not repeats:
+            return []
+        item = replace(ep.latest, first_seen=ep.first_seen, last_seen=ep.last_seen,
+                       count=ep.count, repeats=repeats,
+                       repeats_since=ep.alerted_at if repeats else None)
+        ep.alerted_at, ep.unreported = now, 0
+        return self._route(item, now)
+
+    def _close(self, key: Key, now: float) -> list[Outgoing]:
+        """Forget an episode; counts not yet reported go out first (never lost silently)."""
+        ep = self._episodes.pop(key)
+        return self._report(ep, now, include_latest=False) if ep.unreported else []
+
+    def _evict(self, now: float) -> list[Outgoing]:
+        out: list[Outgoing] = []
+        while len(self._episodes) > self.max_episodes:
+            out += self._close(next(iter(self._episodes)), now)
+        return out
+
+    def _route(self, item: Item, now: float) -> list[Outgoing]:
+        """Digest window: the first alert of a burst at once, the rest grouped."""
+        alert = Alert(item.kind, item.severity, now, (item,))
+        if self.window <= 0:
+            return self._admit(alert, now)
+        out: list[Outgoing] = []
+        if self._window_end is not None and now >= self._window_end:
+            out += self._flush_window(now)
+        if self._window_end is None:
+            self._window_end = now + self.window
+            return out + self._admit(alert, now)
+        self._window.add(alert)
+        return out
+
+    def _flush_window(self, now: float) -> list[Outgoing]:
+        alert = self._window.take(now, "burst")
+        # Items came in: the burst may go on, so keep grouping; a quiet window closes.
+        self._window_end = now + self.window if alert is not None else None
+        return self._admit(alert, now) if alert is not None else []
+
+    def _admit(self, alert: Alert, now: float) -> list[Outgoing]:
+        """Per-sink message budget; what does not fit waits, folded, for the next free slot."""
+        out: list[Outgoing] = []
+        allowed: list[str] = []
+        for name, budget in self._budgets.items():
+            out += self._release(name, budget, now)
+            if not budget.overflow.items and budget.free(now):
+                budget.sent.append(now)
+                allowed.append(name)
+            else:
+                budget.overflow.add(alert)
+        if allowed:
+            out.append((alert, tuple(allowed)))
+        return out
+
+    def _release(self, name: str, budget: _Budget, now: float) -> list[Outgoing]:
+        if not budget.overflow.items or not budget.free(now):
+            return []
+        held = budget.overflow.take(now, "rate")
+        assert held is not None
+        budget.sent.append(now)
+        return [(held, (name,))]
+
+
+def _item(kind: str, event: Mapping[str, Any]) -> Item:
+    now = float(event.get("time") or 0.0)
+    return Item(
+        kind=kind, severity=severity_of(event.get("severity")),
+        client=str(event.get("client") or ""), client_name=event.get("client_name"),
+        domain=str(event.get("qname") or ""), list=str(event.get("list") or ""),
+        category=str(event.get("category") or ""), rule=str(event.get("rule") or ""),
+        first_seen=float(event.get("first_seen") or now),
+        last_seen=float(event.get("last_seen") or now), count=int(event.get("count") or 1))
