@@ -32,16 +32,21 @@ FORWARDED_LAT = 100_000
 BLOCKED_SHARE = 0.10
 
 WORDS = (
-    "cloud secure update cdn mail app data sync api static img media news shop store pay "
-    "bank login account auth portal web net host server service online digital smart fast "
-    "global link track stat metric ad ads click analytics tag pixel push notify msg chat "
-    "live stream video tv music game play bet casino crypto coin wallet trade market deal "
-    "free best top pro hub lab zone point base core edge node cache proxy gate port dns "
-    "apple micro soft google amazon face book tele gram cyber safe guard shield check scan "
-    "health care med pharma travel hotel fly car auto home house garden food pizza coffee "
-    "sport fit yoga run bike photo pic view look see find search map geo city metro north "
-    "south east west alpha beta gamma delta omega prime nova star sun moon sky blue red green"
-).split()
+    "cloud", "secure", "update", "cdn", "mail", "app", "data", "sync", "api", "static", "img",
+    "media", "news", "shop", "store", "pay", "bank", "login", "account", "auth", "portal",
+    "web", "net", "host", "server", "service", "online", "digital", "smart", "fast", "global",
+    "link", "track", "stat", "metric", "ad", "ads", "click", "analytics", "tag", "pixel",
+    "push", "notify", "msg", "chat", "live", "stream", "video", "tv", "music", "game", "play",
+    "bet", "casino", "crypto", "coin", "wallet", "trade", "market", "deal", "free", "best",
+    "top", "pro", "hub", "lab", "zone", "point", "base", "core", "edge", "node", "cache",
+    "proxy", "gate", "port", "dns", "apple", "micro", "soft", "google", "amazon", "face",
+    "book", "tele", "gram", "cyber", "safe", "guard", "shield", "check", "scan", "health",
+    "care", "med", "pharma", "travel", "hotel", "fly", "car", "auto", "home", "house", "garden",
+    "food", "pizza", "coffee", "sport", "fit", "yoga", "run", "bike", "photo", "pic", "view",
+    "look", "see", "find", "search", "map", "geo", "city", "metro", "north", "south", "east",
+    "west", "alpha", "beta", "gamma", "delta", "omega", "prime", "nova", "star", "sun", "moon",
+    "sky", "blue", "red", "green",
+)
 SYLLABLES = [c + v for c in "bcdfghjklmnprstvwxz" for v in "aeiou"] + ["th", "st", "ch", "qu"]
 TLDS = (("com", 45), ("net", 10), ("org", 6), ("ru", 5), ("info", 4), ("io", 4), ("xyz", 3),
         ("top", 3), ("de", 3), ("co.uk", 2), ("cn", 2), ("online", 2), ("site", 2), ("biz", 1),

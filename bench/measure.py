@@ -12,18 +12,32 @@ import resource
 import socket
 import struct
 import subprocess
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 
 TICK = os.sysconf("SC_CLK_TCK")
 SERVER = "127.0.0.1"   # the only address any load is sent to
+LATENCY_QPS = 2000     # the fixed rate of latency runs: below every target's saturation
+# workload -> (saturating-run query file, latency-run query file, warm-up passes first)
+WORKLOADS = {
+    "blocked": ("q-blocked.txt", "q-blocked.txt", 0),
+    "cached": ("q-cached.txt", "q-cached.txt", 2),
+    # the latency run follows on the same process: other names, so still cache misses
+    "forwarded": ("q-forwarded.txt", "q-forwarded-lat.txt", 0),
+}
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(utime, stime) of a process in seconds, all its threads included (/proc/PID/stat
+    fields 14-15): user time is the server's own code, system time mostly the socket calls."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) / TICK, int(fields[12]) / TICK
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, all its threads included (/proc/PID/stat fields 14-15)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    return sum(cpu_split(pid))
 
 
 def memory_kb(pid: int) -> dict[str, int]:
@@ -175,3 +189,7 @@ def free_port() -> int:
                     continue
                 return port
     raise RuntimeError("no free port")
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)

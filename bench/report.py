@@ -31,20 +31,23 @@ def _med(rows: list[dict], key: str, sub: str | None = None) -> float:
 
 def workload_table(runs: list[dict], workload: str) -> list[str]:
     out = [f"### {workload}", "",
-           "| target | round | QPS | lost | CPU µs/q | p50 ms | p99 ms | max ms | peak RSS MB "
-           "| responder CPU % |",
-           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+           "| target | round | QPS | lost | CPU µs/q | user / sys | p50 ms | p99 ms | max ms "
+           "| peak RSS MB | responder CPU % |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for target in TARGETS:
         rows = _sel(runs, workload, target)
         for r in rows:
             lat = r["latency"]
-            out.append(f"| {target} | {r['round']} | {r['qps']:,.0f} | "
+            flag = "" if r.get("rcodes_ok", True) else " ⚠ unexpected rcodes"
+            out.append(f"| {target}{flag} | {r['round']} | {r['qps']:,.0f} | "
                        f"{r['lost']}+{r['lat_run']['lost']} | {r['cpu_us_per_q']:.1f} | "
+                       f"{r['user_us_per_q']:.1f} / {r['sys_us_per_q']:.1f} | "
                        f"{lat['p50_ms']:.3f} | {lat['p99_ms']:.3f} | {lat['max_ms']:.2f} | "
                        f"{r['vmhwm_kb'] / 1024:.0f} | {r['responder_cpu_pct']:.0f} |")
         if rows:
             out.append(f"| **{target}** | median | **{_med(rows, 'qps'):,.0f}** | | "
                        f"**{_med(rows, 'cpu_us_per_q'):.1f}** | "
+                       f"{_med(rows, 'user_us_per_q'):.1f} / {_med(rows, 'sys_us_per_q'):.1f} | "
                        f"{_med(rows, 'p50_ms', 'latency'):.3f} | "
                        f"{_med(rows, 'p99_ms', 'latency'):.3f} | "
                        f"{max(r['latency']['max_ms'] for r in rows):.2f} (worst) | "
@@ -156,10 +159,33 @@ def scale_section(scale: dict) -> list[str]:
         out += [f"Reload under load (issue 3): 1M list, blocked queries at 2,000 q/s, SIGHUP "
                 f"twice: {rl['reloads']} reloads of {rl['reload_s']} s; latency p50 "
                 f"{rl['p50_ms']:.3f} ms, p99 {rl['p99_ms']:.3f} ms, **max {rl['max_ms']:.1f} ms**"
-                f" (target ≤ 50 ms); lost {rl['lost']} of {rl['completed'] + rl['lost']}; "
-                f"peak RSS {rl['vmhwm_before_kb'] / 1024:.0f} → {rl['vmhwm_after_kb'] / 1024:.0f}"
-                " MB across the reloads.", ""]
+                f" (target ≤ 50 ms); {rl['over_10ms']} answers over 10 ms; lost {rl['lost']} of "
+                f"{rl['completed'] + rl['lost']}; peak RSS {rl['vmhwm_before_kb'] / 1024:.0f} → "
+                f"{rl['vmhwm_after_kb'] / 1024:.0f} MB across the reloads.", "",
+                "Worst latency per half second of the run (ms; reloads at 1/3 and 2/3): "
+                + " ".join(f"{x:g}" for x in rl["worst_per_half_second_ms"]), ""]
     return out
+
+
+def diagnostics_section(rows: list[dict]) -> list[str]:
+    out = ["## What sinkhole's per-query cost is made of (one run per variant)", "",
+           "Each variant on a fresh process; the GC rows run sinkhole through "
+           "`bench/gcstats.py` (records gc.callbacks pauses; `--tune` = gc.freeze() after "
+           "start-up and thresholds (50000, 20, 100)).", "",
+           "| workload | variant | QPS | CPU µs/q | user / sys | p99 ms @2k | max ms @2k | "
+           "gen2 GCs: n, total ms, worst ms |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        gc = (r.get("gc") or {}).get("gen2")
+        gc_cell = f"{gc['n']}, {gc['total_ms']}, {gc['max_ms']}" if gc else ""
+        if r.get("gc") and not gc:
+            gc_cell = "none"
+        lat = r["latency"]
+        out.append(f"| {r['workload']} | {r['variant']} | {r['qps']:,.0f} | "
+                   f"{r['cpu_us_per_q']:.1f} | {r['user_us_per_q']:.1f} / "
+                   f"{r['sys_us_per_q']:.1f} | {lat['p99_ms']:.3f} | {lat['max_ms']:.2f} | "
+                   f"{gc_cell} |")
+    return out + [""]
 
 
 def header(meta: dict, runs: list[dict]) -> list[str]:
@@ -176,6 +202,9 @@ def header(meta: dict, runs: list[dict]) -> list[str]:
         f"Machine: {m['cpu']}, {m['cores']} cores (shared by dnsperf, the server and the "
         f"responder), kernel {m['kernel']}, Python {m['python']}; {m['dnsmasq']}; "
         f"{m['unbound']}; dnsperf {' '.join(m['dnsperf'])}.", "",
+        f"sinkhole code: a copy of `{meta['sinkhole_code']['source']}` taken at the start "
+        f"(sha256 {meta['sinkhole_code']['sha256']}, {meta['sinkhole_code']['files']} files, "
+        f"newest {meta['sinkhole_code']['newest_file']} UTC); every sinkhole process ran it.", "",
         "sinkhole features on: metrics (HTTP listener), access control, rate limiting (loopback "
         "exempt), the JSON hit log on stderr (to a file), EDNS, the cache"
         + (f"; accepted by `check-config` and configured: {', '.join(on)}" if on else "")
@@ -197,10 +226,15 @@ def write_markdown(results: dict, out: Path) -> None:
     lines += ratio_table(runs)
     if results.get("scale"):
         lines += scale_section(results["scale"])
+    if results.get("diagnostics"):
+        lines += diagnostics_section(results["diagnostics"])
     if results.get("profile"):
         lines += ["## Profile (py-spy, sinkhole under saturating load)", "",
-                  "Flamegraphs: `profile-blocked.svg`, `profile-cached.svg`; collapsed stacks: "
-                  "`profile-*.txt`.", ""]
+                  "Flamegraphs: `profile-<workload>.svg`; collapsed stacks (flamegraph.pl / "
+                  "speedscope input): `profile-<workload>.txt`. py-spy counts a thread as busy "
+                  "while it is runnable, so a socket call on which the kernel wakes dnsperf and "
+                  "preempts the server shows up large (`_send_udp`); the CPU split user/sys in "
+                  "the tables is the exact figure.", ""]
         for w, summary in results["profile"].items():
             lines.append(spy.to_markdown(w, summary))
     (out / "results.md").write_text("\n".join(lines) + "\n")

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 _LINE = re.compile(r":\d+\)$")
+WRAPPER_SHARE = 0.9   # frames in more samples than this are the loop, not the work
 
 
 def frame_key(frame: str) -> str:
@@ -31,36 +32,60 @@ def frame_key(frame: str) -> str:
     return f"{name} ({short})" if where else name
 
 
+def module_of(key: str) -> str:
+    """`fn (sinkhole/server.py)` -> `sinkhole/server.py`."""
+    return key.rpartition(" (")[2].rstrip(")") or key
+
+
 def summarise(text: str, top: int = 15) -> dict[str, object]:
-    """Self and inclusive sample shares per function from collapsed stacks."""
+    """Per-thread sample shares, then, for the event loop's thread (MainThread) alone, self and
+    inclusive shares per function and self share per module.
+
+    Stacks are recorded with `--threads` (first frame `thread (TID): NAME`). Inclusive shares
+    leave out frames present in nearly every sample (the interpreter's entry, run_forever...):
+    they say nothing about where the time goes.
+    """
     own: Counter[str] = Counter()
     incl: Counter[str] = Counter()
-    total = 0
+    threads: Counter[str] = Counter()
+    total = main = 0
     for line in text.splitlines():
         stack, _, count = line.rpartition(" ")
         if not stack or not count.isdigit():
             continue
         n = int(count)
-        frames = [frame_key(f) for f in stack.split(";") if f]
-        if not frames:
-            continue
+        frames = [f for f in stack.split(";") if f]
+        thread = "MainThread"
+        if frames and frames[0].startswith("thread ("):
+            thread = frames.pop(0).rpartition(": ")[2].rstrip(")") or "?"
         total += n
+        threads[thread.rstrip("_0123456789") or thread] += n
+        if thread != "MainThread" or not frames:
+            continue
+        frames = [frame_key(f) for f in frames]
+        main += n
         own[frames[-1]] += n
         for f in set(frames):
             incl[f] += n
-    if not total:
-        return {"samples": 0, "self": [], "inclusive": []}
+    out: dict[str, object] = {"samples": total, "main_samples": main,
+                              "threads": _share(threads, total, top)}
+    modules: Counter[str] = Counter()
+    for key, n in own.items():
+        modules[module_of(key)] += n
+    inner = Counter({k: v for k, v in incl.items() if v < WRAPPER_SHARE * main})
+    out.update({"self": _share(own, main, top), "inclusive": _share(inner, main, top),
+                "modules": _share(modules, main, top)})
+    return out
 
-    def share(c: Counter[str]) -> list[tuple[str, float]]:
-        return [(k, round(100.0 * v / total, 1)) for k, v in c.most_common(top)]
 
-    return {"samples": total, "self": share(own), "inclusive": share(incl)}
+def _share(c: Counter[str], total: int, top: int) -> list[tuple[str, float]]:
+    return [(k, round(100.0 * v / total, 1)) for k, v in c.most_common(top)] if total else []
 
 
 def record(pid: int, seconds: int, out: Path, fmt: str, rate: int = 250) -> None:
     """py-spy record for `seconds` into `out` (`raw` collapsed stacks or `flamegraph` SVG)."""
     cmd = ["py-spy", "record", "--pid", str(pid), "--duration", str(seconds), "--rate",
-           str(rate), "--nonblocking", "--format", fmt, "--output", str(out)]
+           str(rate), "--nonblocking", "--threads", "--format", fmt, "--output", str(out)]
     subprocess.run(cmd, check=True, capture_output=True, timeout=seconds + 60)
 
 
@@ -78,14 +103,19 @@ def under_load(load: Callable[[], object], pid: int, seconds: int, out: Path,
 
 
 def to_markdown(name: str, summary: dict[str, object], top: int = 12) -> str:
-    lines = [f"#### {name} ({summary['samples']} samples, % of on-CPU samples)", "",
-             "| self % | function | | inclusive % | function |", "| ---: | --- | --- | ---: | --- |"]
-    own = summary["self"][:top]  # type: ignore[index]
-    incl = summary["inclusive"][:top]  # type: ignore[index]
-    for i in range(max(len(own), len(incl))):
-        a = own[i] if i < len(own) else ("", "")
-        b = incl[i] if i < len(incl) else ("", "")
-        lines.append(f"| {a[1]} | `{a[0]}` | | {b[1]} | `{b[0]}` |")
+    threads = ", ".join(f"{k} {v}%" for k, v in summary.get("threads", []))  # type: ignore[union-attr]
+    lines = [f"#### {name}", "",
+             f"{summary['samples']} samples while busy; by thread: {threads}. The tables: the "
+             f"event loop's thread alone ({summary.get('main_samples', '?')} samples = 100%).",
+             "", "| self % | function | inclusive % | function | self % | module |",
+             "| ---: | --- | ---: | --- | ---: | --- |"]
+    cols = [summary[k][:top] for k in ("self", "inclusive", "modules")]  # type: ignore[index]
+    for i in range(max(len(c) for c in cols)):
+        cells = []
+        for c in cols:
+            key, pct = c[i] if i < len(c) else ("", "")
+            cells += [str(pct), f"`{key}`" if key else ""]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 

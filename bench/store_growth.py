@@ -217,6 +217,16 @@ def commit_cost(directory: str, mode: str, commits: int) -> tuple[float, float]:
     return commits / elapsed, 1000 * elapsed / commits
 
 
+def record_query_cost(directory: str, calls: int = 1_000_000) -> float:
+    """ns per record_query call on the hot path (the store is not opened: the append alone)."""
+    store = Store(os.path.join(directory, "hot.db"), queue_max=calls + 1)
+    rq = store.record_query
+    start = time.perf_counter()
+    for _ in range(calls):
+        rq("10.0.0.1", "www.example.com")
+    return (time.perf_counter() - start) / calls * 1e9
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--realtime", type=float, default=60.0, help="seconds of real-time load")
@@ -233,6 +243,7 @@ def main() -> None:
           f"names (Zipf), working sets 100-300, tail {args.tail:.0%}; DBs in {directory}")
     work = Workload(devices=args.devices, qps=args.qps, universe=args.universe, tail=args.tail)
 
+    print(f"record_query: {record_query_cost(directory):.0f} ns per call")
     for mode in ("FULL", "NORMAL"):
         rate, ms = commit_cost(directory, mode, args.commits)
         print(f"commit cost synchronous={mode}: {rate:.0f} commits/s, {ms:.2f} ms per commit")

@@ -10,7 +10,9 @@ Every server listens on 127.0.0.1 only, and forwards to the local responder only
 
 from __future__ import annotations
 
+import contextlib
 import http.server
+import json
 import os
 import signal
 import subprocess
@@ -89,7 +91,8 @@ class WebhookReceiver:
 
 
 def sinkhole_config(port: int, http_port: int, upstream: int, list_path: Path, workdir: Path,
-                    features: dict[str, bool], webhook: str | None, level: str) -> str:
+                    features: dict[str, bool], webhook: str | None, level: str,
+                    ratelimit: bool = True) -> str:
     lines = [
         f'listen: {{dns: ["{measure.SERVER}:{port}"], http: "{measure.SERVER}:{http_port}"}}',
         f'upstreams: ["udp://{measure.SERVER}:{upstream}"]',
@@ -99,7 +102,7 @@ def sinkhole_config(port: int, http_port: int, upstream: int, list_path: Path, w
         f"blocklists: [{{name: bench, path: {list_path}, category: c2, severity: critical, "
         "action: nxdomain}]",
         "reload: {watch: false}",
-        "ratelimit: {enabled: true}",
+        f"ratelimit: {{enabled: {'true' if ratelimit else 'false'}}}",
     ]
     if features.get("storage"):
         # its own folder: the daemon gives the store's folder to the user it drops to
@@ -131,13 +134,15 @@ def _spawn(name: str, cmd: list[str], port: int, workdir: Path) -> Server:
 
 
 def start_sinkhole(workdir: Path, upstream: int, list_path: Path, features: dict[str, bool],
-                   webhook: str | None, level: str = "warning") -> Server:
+                   webhook: str | None, level: str = "warning", ratelimit: bool = True,
+                   wrapper: tuple[str, ...] = ()) -> Server:
+    """As a user runs it; `wrapper` (diagnostics only) runs it through bench/gcstats.py."""
     port, http_port = measure.free_port(), measure.free_port()
     cfg = workdir / "sinkhole.yaml"
     cfg.write_text(sinkhole_config(port, http_port, upstream, list_path, workdir, features,
-                                   webhook, level))
-    server = _spawn("sinkhole", [sys.executable, "-m", "sinkhole.cli", "run", "-c", str(cfg)],
-                    port, workdir)
+                                   webhook, level, ratelimit))
+    entry = list(wrapper) if wrapper else ["-m", "sinkhole.cli"]
+    server = _spawn("sinkhole", [sys.executable, *entry, "run", "-c", str(cfg)], port, workdir)
     server.extra["http_port"] = http_port
     return server
 
@@ -207,7 +212,31 @@ def log_lines(path: Path) -> int:
 
 
 def remove(path: Path) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
+
+
+def reload_events(path: Path) -> list[dict[str, object]]:
+    """sinkhole's `list_reload` log events (info level), in order."""
+    events = []
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if '"list_reload"' in line:
+                try:
+                    events.append(json.loads(line))
+                except ValueError:
+                    continue
+    return events
+
+
+def json_event(path: Path, event: str) -> dict[str, object] | None:
+    """The last JSON log line of `event` in a stderr log (e.g. gcstats.py's gc_stats)."""
+    found = None
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if f'"{event}"' in line:
+                try:
+                    found = json.loads(line)
+                except ValueError:
+                    continue
+    return found

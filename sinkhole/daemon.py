@@ -9,6 +9,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,9 +17,11 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from sinkhole import privdrop, sdnotify
+from sinkhole.alerts import AlertManager, AlertSetupError
 from sinkhole.api import build_app
 from sinkhole.cache import Cache
 from sinkhole.clients.access import AccessList
+from sinkhole.clients.names import ClientNames
 from sinkhole.config import Config
 from sinkhole.config.values import HostPort
 from sinkhole.dns.block import BlockAnswers
@@ -28,7 +31,11 @@ from sinkhole.lists.matcher import Policy
 from sinkhole.metrics import Metrics
 from sinkhole.ratelimit import RateLimiter
 from sinkhole.resolver import Resolver, special_names
+from sinkhole.retro import hunt, log_find, to_event
 from sinkhole.server import Listeners
+from sinkhole.store import Store, StoreError
+from sinkhole.store.events import HitEvent
+from sinkhole.store.queries import open_reader, query_hits
 from sinkhole.upstream.pool import UpstreamPool, default_upstreams
 
 log = logging.getLogger(__name__)
@@ -78,14 +85,29 @@ class Daemon:
         self.pool = UpstreamPool(self.upstreams, cfg.upstream_timeout,
                                  ca_file=cfg.upstream_ca_file, on_result=self.metrics.upstream,
                                  on_forged=lambda _why: self.metrics.forged.inc())
-        self.hits = HitRecorder(self.metrics)
+        self._open_store()
+        self.client_names = ClientNames(cfg.clients.names, cfg.clients.leases)
+        self.hits = HitRecorder(self.metrics, names=self.client_names.name_for)
+        self.hits.subscribe(self._store_hit)
+        self._seed_recent()
+        try:
+            self.alerts = AlertManager(cfg.alerts, self.store, self.metrics,
+                                       list_meta=self._list_meta)
+        except AlertSetupError as err:
+            self.store.close()
+            raise StartupError(str(err)) from None
+        await self.alerts.start()
+        self.hits.subscribe(self.alerts.on_hit)
+        self.metrics.prime((), [s.name or s.type for s in cfg.alerts.sinks])
         sh = cfg.sinkhole
         self.resolver = Resolver(access=AccessList(cfg.access.allow), cache=self.cache,
                                  pool=self.pool, metrics=self.metrics,
                                  blocker=BlockAnswers(sh.ipv4, sh.ipv6, int(sh.ttl)),
                                  specials=special_names(cfg.policy), on_hit=self.hits.on_hit,
                                  ratelimit=self._ratelimiter(),
-                                 ratelimit_drop=cfg.ratelimit.action == "drop")
+                                 ratelimit_drop=cfg.ratelimit.action == "drop",
+                                 record_query=self.store.record_query
+                                 if cfg.history.retention > 0 else None)
         self.lists = ListManager(cfg.blocklists, cfg.allowlists, self._on_policy)
         await self.lists.reload("startup")
         s = cfg.server
@@ -96,6 +118,8 @@ class Daemon:
         if cfg.listen.http is not None:
             await self._start_http(cfg.listen.http)
         self.serving = self.ready = True
+        if cfg.clients.leases:
+            self._spawn(self._refresh_names(cfg.clients.refresh_interval))
         if cfg.reload.watch and (cfg.blocklists or cfg.allowlists):
             self._spawn(self.lists.watch(cfg.reload.poll_interval, cfg.reload.debounce))
         log.info("sinkhole serving DNS on %s, HTTP on %s, upstreams %s",
@@ -105,6 +129,75 @@ class Daemon:
                  extra={"event": "started",
                         "dns": [h.display() for h in self.dns_bound],
                         "http": self.http_bound.display() if self.http_bound else None})
+
+    def _open_store(self) -> None:
+        st = self.config.storage
+        self.store = Store(st.path, commit_interval=st.commit_interval,
+                           synchronous=st.synchronous.upper(), retention=st.retention,
+                           history_retention=self.config.history.retention,
+                           queue_max=st.queue_max, on_error=self._on_store_error)
+        try:
+            self.store.open()
+        except StoreError as err:
+            raise StartupError(f"storage.path: {err}") from None
+        self.metrics.watch_store(self.store)
+
+    def _on_store_error(self, message: str) -> None:
+        """Writer thread: a failed commit (disk full, read-only, locked). Nothing is lost:
+        the batch is retried; DNS keeps answering."""
+        log.error("store write failed, will retry: %s", message,
+                  extra={"event": "store_error"})
+
+    def _store_hit(self, ev: dict[str, Any]) -> None:
+        if not self.store.record_hit(HitEvent(
+                time=ev["time"], client_ip=ev["client"], client_name=ev["client_name"],
+                qname=ev["qname"], qtype=ev["qtype"], list=ev["list"],
+                category=ev["category"], severity=ev["severity"], rule=ev["rule"],
+                action=ev["action"], transport=ev["transport"], kind=ev["kind"])):
+            log.error("store queue full: hit dropped (client %s, %s)", ev["client"],
+                      ev["qname"], extra={"event": "hit_dropped"})
+
+    def _seed_recent(self) -> None:
+        """The clients-with-hits gauge survives a restart: seed it from the last 24 h."""
+        try:
+            conn = open_reader(self.config.storage.path)
+            try:
+                rows = query_hits(conn, since=time.time() - 86400, limit=100_000)
+            finally:
+                conn.close()
+        except Exception as err:   # a read problem must not stop DNS from starting
+            log.warning("could not read recent hits: %s", err)
+            return
+        for r in rows:
+            self.hits.seed(r["list"], r["severity"] or "none", r["client_ip"], r["time"])
+
+    def _list_meta(self) -> dict[str, Any]:
+        return {i.name: i.meta for i in self.lists.policy.lists}
+
+    async def _refresh_names(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await asyncio.to_thread(self.client_names.refresh)
+            except Exception:
+                log.exception("reading DHCP leases failed")
+
+    async def _retrohunt(self, added: dict[str, set[str]]) -> None:
+        infos = {i.name: i for i in self.lists.policy.lists}
+        since = time.time() - max(self.config.history.retention, 1.0)
+        try:
+            finds = await asyncio.to_thread(hunt, self.config.storage.path, added, infos,
+                                            since, self.client_names.name_for)
+        except Exception:
+            log.exception("retro-hunt failed")
+            return
+        for find in finds:
+            self.store.record_hit(to_event(find))
+            log_find(find)
+        if finds:
+            self.alerts.on_retro(finds)
+        log.info("retro-hunt over %d new names: %d finds", sum(map(len, added.values())),
+                 len(finds), extra={"event": "retrohunt", "finds": len(finds)})
 
     def _ratelimiter(self) -> RateLimiter | None:
         rl = self.config.ratelimit
@@ -119,6 +212,9 @@ class Daemon:
         self.metrics.on_reload(result)
         self.metrics.prime(policy.lists)
         self.hits.set_lists(policy.lists)
+        self.alerts.on_reload(result)
+        if result.reason != "startup" and result.added and self.config.history.retention > 0:
+            self._spawn(self._retrohunt(result.added))
 
     async def reload(self, reason: str) -> ReloadResult:
         sdnotify.reloading()
@@ -156,6 +252,8 @@ class Daemon:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.pool.close()
+        await self.alerts.stop()
+        await asyncio.to_thread(self.store.close)
         log.info("sinkhole stopped", extra={"event": "stopped"})
 
 

@@ -76,12 +76,6 @@ class Metrics:
         self.build.info({"version": __version__})
         self.upstream_up = Gauge("sinkhole_upstream_up", "1 if the upstream's last attempt "
                                  "succeeded, 0 after a failure", ["upstream"], registry=r)
-        self.store_queue = Gauge("sinkhole_store_queue_depth", "Events waiting to be written",
-                                 registry=r)
-        self.store_errors = Counter("sinkhole_store_write_errors",
-                                    "Failed commits (retried; nothing is dropped)", registry=r)
-        self.store_dropped = Counter("sinkhole_store_dropped", "Events shed because the write "
-                                     "queue was full", ["kind"], registry=r)
         self.alerts = Counter("sinkhole_alerts", "Alert deliveries by sink and outcome",
                               ["sink", "outcome"], registry=r)
         self.outbox_pending = Gauge("sinkhole_alert_outbox_pending",
@@ -131,8 +125,10 @@ class Metrics:
         for sink in sinks:
             for outcome in ("delivered", "failed", "expired"):
                 self.alerts.labels(sink, outcome)
-        for kind in ("hit", "query"):
-            self.store_dropped.labels(kind)
+
+    def watch_store(self, store: Any) -> None:
+        """Store counters live in the writer (its own thread); read them at scrape time."""
+        self.registry.register(_StoreCollector(store))
 
     def watch_cache(self, cache: Any) -> None:
         """Cache statistics are plain ints bumped on the hot path and read at scrape time:
@@ -156,6 +152,25 @@ class _CacheCollector(Collector):
              c.evictions),
         ):
             yield CounterMetricFamily(name, doc, value=value)
+
+
+class _StoreCollector(Collector):
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Any]:
+        st = self.store.stats
+        yield GaugeMetricFamily("sinkhole_store_queue_depth", "Events waiting to be written",
+                                value=st["queue_depth"])
+        yield CounterMetricFamily("sinkhole_store_write_errors", "Failed commits (retried; "
+                                  "nothing is dropped)", value=st["write_errors"])
+        yield CounterMetricFamily("sinkhole_store_committed_hits", "Hits written to the store",
+                                  value=st["committed_hits"])
+        dropped = CounterMetricFamily("sinkhole_store_dropped", "Events shed because the "
+                                      "write queue was full", labels=["kind"])
+        dropped.add_metric(["hit"], st["dropped_hits"])
+        dropped.add_metric(["query"], st["dropped_queries"])
+        yield dropped
 
 
 class _HitsCollector(Collector):

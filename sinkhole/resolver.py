@@ -62,7 +62,8 @@ class Resolver:
     def __init__(self, *, access: Any, cache: Cache | None, pool: UpstreamPool,
                  metrics: Metrics, blocker: BlockAnswers, specials: dict[str, str] | None = None,
                  on_hit: HitObserver | None = None, ratelimit: Any = None,
-                 ratelimit_drop: bool = False) -> None:
+                 ratelimit_drop: bool = False,
+                 record_query: Callable[[str, str], None] | None = None) -> None:
         self.access = access
         self.cache = cache
         self.pool = pool
@@ -73,6 +74,7 @@ class Resolver:
         self.on_hit = on_hit
         self.ratelimit = ratelimit
         self.ratelimit_drop = ratelimit_drop
+        self.record_query = record_query   # passive-DNS history (store), off when None
         self.inflight: dict[bytes, asyncio.Task[Reply]] = {}
 
     def handle(self, data: bytes, client: str, transport: str) -> Result:
@@ -119,6 +121,8 @@ class Resolver:
                 if reply.cnames and (blocked := self._inspect(reply)) is not None:
                     return self._block(q, client, transport, limit, blocked, "cname", t0)
                 m.query(transport, q.qtype, "cached", t0)
+                if self.record_query is not None:
+                    self.record_query(client, q.qname)
                 return render(q, reply, hit[1], limit)
         # 6. Upstream: the only stage that awaits.
         return self._forward(q, client, transport, limit, t0)
@@ -139,6 +143,8 @@ class Resolver:
         info = v.list
         label = info.name if info is not None else "policy"
         self.metrics.query(transport, q.qtype, "blocked", t0)
+        if self.record_query is not None:
+            self.record_query(client, q.qname)
         if self.on_hit is not None:
             self.on_hit(q, client, transport, v, suffix, kind)
         return self.blocker.answer(q, v.action, label, suffix, limit, v.local)
@@ -172,6 +178,8 @@ class Resolver:
         if reply.cnames and (blocked := self._inspect(reply)) is not None:
             return self._block(q, client, transport, limit, blocked, "cname", t0)
         self.metrics.query(transport, q.qtype, "forwarded", t0)
+        if self.record_query is not None:
+            self.record_query(client, q.qname)
         return render(q, reply, 0, limit)
 
     async def _resolve(self, key: bytes, do: bool, cd: bool) -> Reply:

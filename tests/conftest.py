@@ -116,9 +116,21 @@ def dig(port: int, *args: str, timeout: float = 10) -> str:
 
 
 def write_config(tmp_path: Path, raw: dict[str, Any]) -> Path:
+    """A config file for a `sinkhole` child process; its database goes next to it."""
+    raw = {"storage": {"path": str(tmp_path / "state" / "sinkhole.db")}, **raw}
     path = tmp_path / "sinkhole.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
+
+
+@pytest.fixture
+def service_dir() -> Iterator[Path]:
+    """A folder an unprivileged user can read: the daemon run as root by a test drops to
+    `nobody` after binding (as in production), and must still read its lists."""
+    path = Path(tempfile.mkdtemp(prefix="sinkhole-svc-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def sinkhole_cmd() -> list[str]:

@@ -15,7 +15,8 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
-from peers import (
+
+from tests.peers import (
     DohUpstream,
     FakeUpstream,
     TestCA,

@@ -25,7 +25,7 @@ class Proc:
         self.lines: list[str] = []
         self.started = self.wait_event("started")
 
-    def wait_event(self, event: str) -> dict[str, Any]:
+    def wait_event(self, *events: str) -> dict[str, Any]:
         assert self.p.stderr is not None
         for line in self.p.stderr:
             self.lines.append(line)
@@ -33,9 +33,9 @@ class Proc:
                 rec = json.loads(line)
             except ValueError:
                 continue
-            if rec.get("event") == event:
+            if rec.get("event") in events:
                 return rec
-        raise AssertionError(f"daemon exited before {event!r}: {''.join(self.lines)}")
+        raise AssertionError(f"daemon exited before {events!r}: {''.join(self.lines)}")
 
     @property
     def port(self) -> int:
@@ -52,9 +52,9 @@ def config(tmp_path: Path, up: FakeUpstream, **extra: Any) -> Path:
     return write_config(tmp_path, raw)
 
 
-def test_sigterm_answers_in_flight_then_exits_0(tmp_path: Path) -> None:
+def test_sigterm_answers_in_flight_then_exits_0(service_dir: Path) -> None:
     with FakeUpstream(delay=0.8) as up:
-        proc = Proc(config(tmp_path, up))
+        proc = Proc(config(service_dir, up))
         q = dns.message.make_query("inflight.test", "A")
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             fut = pool.submit(dns.query.udp, q, "127.0.0.1", timeout=5, port=proc.port)
@@ -68,9 +68,9 @@ def test_sigterm_answers_in_flight_then_exits_0(tmp_path: Path) -> None:
         assert events[-2:] == ["draining", "stopped"]
 
 
-def test_no_log_line_per_query_at_info(tmp_path: Path) -> None:
+def test_no_log_line_per_query_at_info(service_dir: Path) -> None:
     with FakeUpstream() as up:
-        proc = Proc(config(tmp_path, up))
+        proc = Proc(config(service_dir, up))
         for i in range(20):
             dns.query.udp(dns.message.make_query(f"q{i}.test", "A"), "127.0.0.1", timeout=5,
                           port=proc.port)

@@ -98,7 +98,8 @@ def test_queries_during_reload_never_see_a_half_loaded_list(make_daemon, upstrea
     assert fut.result().ok and answered >= 1
 
 
-def test_sighup_reloads(tmp_path: Path) -> None:
+def test_sighup_reloads(service_dir: Path) -> None:
+    tmp_path = service_dir
     lst = tmp_path / "l.txt"
     lst.write_text("before.test\n")
     with FakeUpstream() as up:
@@ -117,9 +118,10 @@ def test_sighup_reloads(tmp_path: Path) -> None:
         assert rcode("before.test") == dns.rcode.NXDOMAIN
         lst.write_text("after.test\n")
         proc.p.send_signal(signal.SIGHUP)
-        rec = proc.wait_event("list_reload")
+        rec = proc.wait_event("list_reload", "list_error")
         while rec.get("reason") != "sighup":
-            rec = proc.wait_event("list_reload")
+            rec = proc.wait_event("list_reload", "list_error")
+        assert rec["event"] == "list_reload", rec
         assert rec["added"] == 1 and rec["removed"] == 1
         assert rcode("after.test") == dns.rcode.NXDOMAIN
         assert rcode("before.test") == dns.rcode.NOERROR

@@ -42,7 +42,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from sinkhole.alerts.policy import Alert, Item
+from sinkhole.alerts.model import Alert, Item
 from sinkhole.hits import escape
 
 SCHEMA_VERSION = 1
@@ -77,7 +77,7 @@ def build_payload(alert: Alert, *, instance: str, meta: Meta, alert_id: str) -> 
     return {**head, "client": None, "domain": None, "list": only,
             "category": _common(i.category for i in alert.items), "rule": None,
             "first_seen": iso(first), "last_seen": iso(max(i.last_seen for i in alert.items)),
-            "count": sum(i.repeats + 1 for i in alert.items) + alert.omitted_hits,
+            "count": sum(_new_hits(i) for i in alert.items) + alert.omitted_hits,
             "repeats": 0, "repeats_since": None, "error": None,
             "advice": _advice(meta, only) if only else None,
             "more": shlex.join(more), "summary": _digest_summary(alert),
@@ -178,6 +178,11 @@ def _more(item: Item, now: float) -> str:
     else:
         cmd += ["--since", _since(item.first_seen, now)]
     return shlex.join(cmd)
+
+
+def _new_hits(item: Item) -> int:
+    """Hits an item tells about for the first time (a retro find: all it found)."""
+    return item.count if item.kind == "retro" else item.repeats + 1
 
 
 def _common(values: Any) -> str | None:

@@ -27,62 +27,22 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
-DIGEST_ITEMS = 50          # items listed in one digest; the rest are only counted
+from sinkhole.alerts.model import (
+    SEVERITY_RANK,
+    Alert,
+    Fold,
+    Item,
+    Outgoing,
+    item_from_event,
+    make_test_alert,
+)
+
+__all__ = ["AlertPolicy", "Alert", "Item", "Outgoing", "make_test_alert"]
+
 MAX_EPISODES = 100_000     # dedup keys kept; beyond, the least recently seen are reported+evicted
 RATE_PERIOD = 60.0
 
 Key = tuple[str, str, str]  # (client, list, name)
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One thing worth telling a human: a hit episode, a retro find or a list error."""
-
-    kind: str                       # hit | retro | list-error | test
-    severity: str
-    client: str = ""
-    client_name: str | None = None
-    domain: str = ""
-    list: str = ""
-    category: str = ""
-    rule: str = ""
-    first_seen: float = 0.0         # episode start (retro: first seen in the history)
-    last_seen: float = 0.0
-    count: int = 1                  # hits in the episode so far
-    repeats: int = 0                # hits since the last alert that no alert has reported yet
-    repeats_since: float | None = None   # ...counted since this time (the last alert)
-    error: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Alert:
-    """One message to deliver: a single item, or a digest of several."""
-
-    kind: str                       # hit | retro | list-error | digest | test
-    severity: str
-    created: float
-    items: tuple[Item, ...]
-    omitted: int = 0                # digest: items beyond DIGEST_ITEMS, counted only
-    omitted_hits: int = 0
-    reason: str = ""                # digest: 'burst' or 'rate'
-
-
-Outgoing = tuple[Alert, tuple[str, ...]]   # an alert and the sinks it goes to
-
-
-def severity_of(value: Any) -> str:
-    """A list whose severity we cannot read still alerts (as warning) rather than vanish."""
-    return value if value in SEVERITY_RANK else "warning"
-
-
-def max_severity(items: Iterable[Item]) -> str:
-    return max((i.severity for i in items), key=SEVERITY_RANK.__getitem__, default="info")
-
-
-def make_test_alert(now: float) -> Alert:
-    """The alert `sinkhole test-alert` sends: it proves the path, it reports nothing."""
-    return Alert("test", "info", now, (Item("test", "info", first_seen=now, last_seen=now),))
 
 
 @dataclass(slots=True)
@@ -96,40 +56,12 @@ class _Episode:
 
 
 @dataclass(slots=True)
-class _Fold:
-    """Items waiting to go out together; bounded (beyond DIGEST_ITEMS only counts are kept)."""
-
-    items: list[Item] = field(default_factory=list)
-    omitted: int = 0
-    omitted_hits: int = 0
-
-    def add(self, alert: Alert) -> None:
-        for item in alert.items:
-            if len(self.items) < DIGEST_ITEMS:
-                self.items.append(item)
-            else:
-                self.omitted += 1
-                self.omitted_hits += item.repeats + 1
-        self.omitted += alert.omitted
-        self.omitted_hits += alert.omitted_hits
-
-    def take(self, now: float, reason: str) -> Alert | None:
-        items, omitted, hits = tuple(self.items), self.omitted, self.omitted_hits
-        self.items, self.omitted, self.omitted_hits = [], 0, 0
-        if not items:
-            return None
-        if len(items) == 1 and not omitted:
-            return Alert(items[0].kind, items[0].severity, now, items)
-        return Alert("digest", max_severity(items), now, items, omitted, hits, reason)
-
-
-@dataclass(slots=True)
 class _Budget:
     """A sink's sliding one-minute message budget and what waits for it."""
 
     per_minute: int
     sent: deque[float] = field(default_factory=deque)
-    overflow: _Fold = field(default_factory=_Fold)
+    overflow: Fold = field(default_factory=Fold)
 
     def free(self, now: float) -> bool:
         while self.sent and self.sent[0] <= now - RATE_PERIOD:
@@ -157,7 +89,7 @@ class AlertPolicy:
         self._followups: list[tuple[float, Key]] = []   # heap: when unreported counts are due
         self._errors: dict[tuple[str, str], float] = {}
         self._window_end: float | None = None
-        self._window = _Fold()
+        self._window = Fold()
 
     @classmethod
     def from_config(cls, cfg: Any, budgets: Mapping[str, int],
@@ -174,7 +106,7 @@ class AlertPolicy:
         """A blocked query (kind 'query' or 'cname'); a 'retro' event goes to on_retro."""
         if event.get("kind") == "retro":
             return self.on_retro([event])
-        item = _item("hit", event)
+        item = item_from_event("hit", event)
         if SEVERITY_RANK[item.severity] < self.min_rank:
             return []
         now = self.clock()
@@ -203,7 +135,7 @@ class AlertPolicy:
         now = self.clock()
         out: list[Outgoing] = []
         for find in finds:
-            item = _item("retro", find)
+            item = item_from_event("retro", find)
             if SEVERITY_RANK[item.severity] >= self.min_rank:
                 out += self._route(item, now)
         return out
@@ -333,14 +265,3 @@ class AlertPolicy:
         assert held is not None
         budget.sent.append(now)
         return [(held, (name,))]
-
-
-def _item(kind: str, event: Mapping[str, Any]) -> Item:
-    now = float(event.get("time") or 0.0)
-    return Item(
-        kind=kind, severity=severity_of(event.get("severity")),
-        client=str(event.get("client") or ""), client_name=event.get("client_name"),
-        domain=str(event.get("qname") or ""), list=str(event.get("list") or ""),
-        category=str(event.get("category") or ""), rule=str(event.get("rule") or ""),
-        first_seen=float(event.get("first_seen") or now),
-        last_seen=float(event.get("last_seen") or now), count=int(event.get("count") or 1))

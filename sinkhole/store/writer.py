@@ -57,6 +57,8 @@ class Store:
     I/O saved is what keeps the writer cheap at 1,000 q/s).
     """
 
+    record_query: Callable[[str, str], None]  # the hot path: see _query_recorder
+
     def __init__(self, path: str, *, commit_interval: float = 1.0, synchronous: str = "FULL",
                  retention: float = 365 * 86400, history_retention: float = 30 * 86400,
                  queue_max: int = 100_000, clock: Callable[[], float] = time.time,
@@ -97,6 +99,7 @@ class Store:
         self._dropped_queries = 0
         self._committed_hits = 0
         self._last_commit: float | None = None
+        self.record_query = self._query_recorder()
 
     # ----------------------------------------------------------------- lifecycle
     def open(self) -> None:
@@ -168,15 +171,24 @@ class Store:
             self._wake.set()
         return True
 
-    def record_query(self, client_ip: str, qname: str) -> None:
-        """Count an answered query for the history; the hot path, so a bare append."""
+    def _query_recorder(self) -> Callable[[str, str], None]:
+        """Build ``record_query(client_ip, qname)``: count an answered query for the history.
+
+        Called for every answered query, so it is a closure over its deque, bound and clock:
+        no attribute lookups, ~0.3 us instead of ~0.55 us for the same code as a method.
+        A full deque (the writer stuck on a fault for ~100 s) drops and counts."""
         if not self._history_on:
-            return
-        queries = self._queries
-        if len(queries) >= self._queue_max:
-            self._dropped_queries += 1
-            return
-        queries.append((client_ip, qname, self._clock()))
+            return lambda client_ip, qname: None
+        queries, limit, clock = self._queries, self._queue_max, self._clock
+        append = queries.append
+
+        def record_query(client_ip: str, qname: str) -> None:
+            if len(queries) >= limit:
+                self._dropped_queries += 1
+                return
+            append((client_ip, qname, clock()))
+
+        return record_query
 
     def enqueue_alert(self, payload: dict[str, Any], sinks: Sequence[str],
                       on_durable: Callable[[list[int]], None] | None = None) -> None:
