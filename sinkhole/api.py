@@ -1,12 +1,18 @@
-"""The HTTP side: /healthz, /readyz, /metrics now; the JSON admin API grows here."""
+"""The HTTP side: /healthz, /readyz, /metrics, and the JSON admin API under /api/v1/."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import json
+import time
 from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from sinkhole.config.loader import parse_duration
+from sinkhole.store.queries import open_reader, query_clients, query_history, query_hits
 
 DAEMON_KEY: web.AppKey[Any] = web.AppKey("daemon", object)
 
@@ -21,7 +27,78 @@ def build_app(daemon: Any, token: str | None = None) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_post("/api/v1/reload", reload)
     app.router.add_get("/api/v1/lists", lists)
+    app.router.add_get("/api/v1/hits", hits)
+    app.router.add_get("/api/v1/clients", clients)
+    app.router.add_get("/api/v1/history", history)
     return app
+
+
+class BadRequest(web.HTTPBadRequest):
+    def __init__(self, message: str) -> None:
+        super().__init__(text=json.dumps({"error": message}), content_type="application/json")
+
+
+def _paging(q: Any) -> tuple[int, int]:
+    try:
+        limit = min(int(q.get("limit", 100)), 1000)
+        offset = int(q.get("offset", 0))
+    except ValueError:
+        raise BadRequest("limit and offset must be integers") from None
+    if limit < 1 or offset < 0:
+        raise BadRequest("limit must be 1-1000 and offset >= 0")
+    return limit, offset
+
+
+def _since(q: Any) -> float | None:
+    if "since" not in q:
+        return None
+    try:
+        return time.time() - parse_duration(q["since"])
+    except ValueError as err:
+        raise BadRequest(f"since: {err}") from None
+
+
+async def _read(request: web.Request, fn: Any, **kw: Any) -> web.Response:
+    """Run a store query on its own read-only connection in a thread (never on the loop)."""
+    path = request.app[DAEMON_KEY].config.storage.path
+
+    def run() -> Any:
+        conn = open_reader(path)
+        try:
+            return fn(conn, **kw)
+        finally:
+            conn.close()
+
+    rows = await asyncio.to_thread(run)
+    return web.json_response({"items": rows, "count": len(rows)}, dumps=_dumps)
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, default=str)
+
+
+async def hits(request: web.Request) -> web.Response:
+    """GET /api/v1/hits?since=1h&client=IP|NAME&list=NAME&qname=NAME&limit=100&offset=0"""
+    q = request.query
+    limit, offset = _paging(q)
+    return await _read(request, query_hits, since=_since(q), client=q.get("client"),
+                       list_name=q.get("list"), qname=q.get("qname"), limit=limit,
+                       offset=offset)
+
+
+async def clients(request: web.Request) -> web.Response:
+    """GET /api/v1/clients?since=24h: devices with hits."""
+    return await _read(request, query_clients, since=_since(request.query))
+
+
+async def history(request: web.Request) -> web.Response:
+    """GET /api/v1/history?name=NAME&client=IP&since=7d&limit=&offset=: hourly counts."""
+    q = request.query
+    if not q.get("name"):
+        raise BadRequest("name is required")
+    limit, offset = _paging(q)
+    return await _read(request, query_history, name=q["name"].lower().rstrip("."),
+                       since=_since(q), client=q.get("client"), limit=limit, offset=offset)
 
 
 async def reload(request: web.Request) -> web.Response:

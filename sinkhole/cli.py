@@ -48,6 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     upd.add_argument("--no-reload", action="store_true", help="pull and validate only")
     sub.add_parser("reload", parents=[common], help="reload the running daemon's lists",
                    description="Ask the running daemon (listen.http) to reload every list now.")
+    from sinkhole import cli_data
+    cli_data.add_parsers(sub, common)
+    sub.add_parser("test-alert", parents=[common], help="send a test alert through every sink",
+                   description="Send a test alert through every configured sink and report "
+                               "each result. Exit 1 if any sink failed, 2 if none is "
+                               "configured.")
     return p
 
 
@@ -62,11 +68,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in err.errors:
             print(f"  {line}", file=sys.stderr)
         return EXIT_USAGE
-    from sinkhole import cli_lists
+    from sinkhole import cli_data, cli_lists
+    from sinkhole.alerts.cli import cmd_test_alert
 
     handler = {"run": cmd_run, "check-config": cmd_check_config, "check": cli_lists.cmd_check,
                "update-lists": cli_lists.cmd_update_lists,
-               "reload": lambda c, _a: cli_lists.reload_daemon(c)}[args.command]
+               "reload": lambda c, _a: cli_lists.reload_daemon(c),
+               "hits": cli_data.cmd_hits, "clients": cli_data.cmd_clients,
+               "retrohunt": cli_data.cmd_retrohunt,
+               "test-alert": cmd_test_alert}[args.command]
     try:
         return handler(config, args)
     except KeyboardInterrupt:

@@ -67,6 +67,7 @@ class Daemon:
         self.http_bound: HostPort | None = None
         self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task] = set()
+        self.retro_task: asyncio.Task | None = None   # the latest retro-hunt (tests await it)
 
     @property
     def dns_bound(self) -> list[HostPort]:
@@ -214,7 +215,7 @@ class Daemon:
         self.hits.set_lists(policy.lists)
         self.alerts.on_reload(result)
         if result.reason != "startup" and result.added and self.config.history.retention > 0:
-            self._spawn(self._retrohunt(result.added))
+            self.retro_task = self._spawn(self._retrohunt(result.added))
 
     async def reload(self, reason: str) -> ReloadResult:
         sdnotify.reloading()
@@ -227,11 +228,12 @@ class Daemon:
         """For signal handlers: start a reload without waiting for it."""
         self._spawn(self.reload(reason))
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Any) -> asyncio.Task:
         """Background work the daemon owns: kept referenced, cancelled and awaited at stop."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _start_http(self, hp: HostPort) -> None:
         self._runner = web.AppRunner(build_app(self, self._token), access_log=None,

@@ -6,6 +6,8 @@ import concurrent.futures
 import json
 import signal
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -23,27 +25,51 @@ class Proc:
         self.p = subprocess.Popen([*sinkhole_cmd(), "run", "-c", str(cfg), *extra],
                                   stderr=subprocess.PIPE, text=True, env=subprocess_env())
         self.lines: list[str] = []
+        self._seen = 0
+        self._cond = threading.Condition()
+        self._eof = False
+        # Drain stderr all the time, as journald would: a pipe nobody reads fills up.
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         self.started = self.wait_event("started")
 
-    def wait_event(self, *events: str) -> dict[str, Any]:
+    def _read(self) -> None:
         assert self.p.stderr is not None
         for line in self.p.stderr:
-            self.lines.append(line)
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if rec.get("event") in events:
-                return rec
-        raise AssertionError(f"daemon exited before {events!r}: {''.join(self.lines)}")
+            with self._cond:
+                self.lines.append(line)
+                self._cond.notify_all()
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+
+    def wait_event(self, *events: str, timeout: float = 30) -> dict[str, Any]:
+        """The next log record (after those already returned) whose event is in `events`."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                while self._seen < len(self.lines):
+                    line = self.lines[self._seen]
+                    self._seen += 1
+                    try:
+                        rec = json.loads(line)
+                    except ValueError:
+                        continue
+                    if rec.get("event") in events:
+                        return rec
+                left = deadline - time.monotonic()
+                if self._eof or left <= 0:
+                    raise AssertionError(f"no {events!r} from the daemon: {''.join(self.lines)}")
+                self._cond.wait(left)
 
     @property
     def port(self) -> int:
         return int(self.started["dns"][0].rsplit(":", 1)[1])
 
     def finish(self, timeout: float = 15) -> tuple[int, list[str]]:
-        _out, err = self.p.communicate(timeout=timeout)
-        return self.p.returncode, self.lines + err.splitlines(keepends=True)
+        code = self.p.wait(timeout)
+        self._reader.join(timeout)
+        return code, list(self.lines)
 
 
 def config(tmp_path: Path, up: FakeUpstream, **extra: Any) -> Path:

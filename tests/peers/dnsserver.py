@@ -343,8 +343,10 @@ class _Peer:
         thread, loop = self._thread, self._loop
         if thread is None or loop is None:
             return
-        with contextlib.suppress(Exception):
+        try:
             asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(timeout=10)
+        except Exception:  # teardown goes on: the loop must stop even if closing failed
+            log.exception("%s on %s: shutdown failed", type(self).__name__, self.addr)
         loop.call_soon_threadsafe(loop.stop)
         thread.join(10)
         self._thread = None
