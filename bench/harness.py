@@ -75,6 +75,7 @@ class Bench:
         """Fresh server, warm-up, saturating run, then the fixed-rate latency run."""
         tput_file, lat_file, warm = WORKLOADS[workload]
         server = self.start(target, self.work / f"r{rnd}-{target}-{workload}")
+        posts0 = self.webhook.posts
         try:
             if warm:
                 measure.dnsperf(server.port, str(self.data / tput_file), max_runs=warm,
@@ -82,7 +83,7 @@ class Bench:
             tput = self.cpu_run(server, str(self.data / tput_file), None)
             lat = self.cpu_run(server, str(self.data / lat_file), LATENCY_QPS)
             mem = measure.memory_kb(server.pid)
-            posts_before = self.webhook.posts
+            posts = self.webhook.posts - posts0
         finally:
             server.stop()
         row = {"round": rnd, "target": target, "workload": workload, **tput,
@@ -94,7 +95,7 @@ class Bench:
         if target == "sinkhole":
             db = server.log_path.parent / "state" / "sinkhole.db"
             row["store_db_bytes"] = db.stat().st_size if db.exists() else None
-            row["alert_posts"] = posts_before
+            row["alert_posts"] = posts
         targets.remove(server.log_path)   # the hit log of a blocked run is large
         return row
 
@@ -175,13 +176,15 @@ def rcodes_ok(workload: str, rcodes: dict[str, int]) -> bool:
     return nx + ok == total and 0.05 < nx / total < 0.15
 
 
-def first_line(cmd: list[str]) -> str:
+def first_line(cmd: list[str], prefix: str = "") -> str:
+    """The first output line of `cmd` (stdout, then stderr) that starts with `prefix`."""
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
     except OSError:
         return "?"
-    text = (out.stdout or out.stderr).strip().splitlines()
-    return text[0] if text else "?"
+    lines = [ln.strip() for ln in (out.stdout + "\n" + out.stderr).splitlines()]
+    found = [ln for ln in lines if ln and ln.startswith(prefix)]
+    return found[0] if found else "?"
 
 
 def machine() -> dict[str, object]:
@@ -194,11 +197,9 @@ def machine() -> dict[str, object]:
     import sinkhole
     return {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
             "python": platform.python_version(), "sinkhole": sinkhole.__version__,
-            "dnsmasq": first_line(["dnsmasq", "--version"]),
-            "unbound": first_line(["unbound", "-V"]),
-            "dnsperf": [ln for ln in subprocess.run(["dnsperf", "-h"], capture_output=True,
-                                                     text=True, check=False).stderr.splitlines()
-                        if ln.startswith("Version")][:1]}
+            "dnsmasq": first_line(["dnsmasq", "--version"]).split("  ")[0],
+            "unbound": "unbound " + first_line(["unbound", "-V"]),
+            "dnsperf": "dnsperf " + first_line(["dnsperf", "-h"], "Version")}
 
 
 def summary_medians(rows: list[dict[str, object]]) -> dict[str, dict[str, float]]:

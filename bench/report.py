@@ -181,10 +181,10 @@ def diagnostics_section(rows: list[dict]) -> list[str]:
         if r.get("gc") and not gc:
             gc_cell = "none"
         lat = r["latency"]
+        lat_cells = f"{lat['p99_ms']:.3f} | {lat['max_ms']:.2f}" if lat else "– | –"
         out.append(f"| {r['workload']} | {r['variant']} | {r['qps']:,.0f} | "
                    f"{r['cpu_us_per_q']:.1f} | {r['user_us_per_q']:.1f} / "
-                   f"{r['sys_us_per_q']:.1f} | {lat['p99_ms']:.3f} | {lat['max_ms']:.2f} | "
-                   f"{gc_cell} |")
+                   f"{r['sys_us_per_q']:.1f} | {lat_cells} | {gc_cell} |")
     return out + [""]
 
 
@@ -201,7 +201,7 @@ def header(meta: dict, runs: list[dict]) -> list[str]:
         f"{meta['latency_qps']:,} q/s.", "",
         f"Machine: {m['cpu']}, {m['cores']} cores (shared by dnsperf, the server and the "
         f"responder), kernel {m['kernel']}, Python {m['python']}; {m['dnsmasq']}; "
-        f"{m['unbound']}; dnsperf {' '.join(m['dnsperf'])}.", "",
+        f"{m['unbound']}; {m['dnsperf']}.", "",
         f"sinkhole code: a copy of `{meta['sinkhole_code']['source']}` taken at the start "
         f"(sha256 {meta['sinkhole_code']['sha256']}, {meta['sinkhole_code']['files']} files, "
         f"newest {meta['sinkhole_code']['newest_file']} UTC); every sinkhole process ran it.", "",

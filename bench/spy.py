@@ -21,6 +21,10 @@ from pathlib import Path
 
 _LINE = re.compile(r":\d+\)$")
 WRAPPER_SHARE = 0.9   # frames in more samples than this are the loop, not the work
+# Frames that only carry the program to the event loop: left out of the inclusive table.
+WRAPPERS = frozenset({"<frozen runpy>", "sinkhole/cli.py", "asyncio/runners.py"})
+LOOP_FRAMES = frozenset({"BaseEventLoop.run_forever", "BaseEventLoop._run_once",
+                         "BaseEventLoop.run_until_complete", "Handle._run"})
 
 
 def frame_key(frame: str) -> str:
@@ -72,7 +76,9 @@ def summarise(text: str, top: int = 15) -> dict[str, object]:
     modules: Counter[str] = Counter()
     for key, n in own.items():
         modules[module_of(key)] += n
-    inner = Counter({k: v for k, v in incl.items() if v < WRAPPER_SHARE * main})
+    inner = Counter({k: v for k, v in incl.items() if v < WRAPPER_SHARE * main
+                     and module_of(k) not in WRAPPERS
+                     and k.partition(" (")[0] not in LOOP_FRAMES})
     out.update({"self": _share(own, main, top), "inclusive": _share(inner, main, top),
                 "modules": _share(modules, main, top)})
     return out

@@ -13,7 +13,7 @@ popularity over ``--universe`` names (so most queries go to a few thousand names
 ``--tail`` of its queries are fresh draws from the whole universe (the long tail of browsing).
 Device rates are log-normal (a few chatty devices, many quiet ones), summing to ``--qps``.
 
-    python bench/store_growth.py [--realtime 60] [--days 2] [--dir DIR]
+    python bench/store_growth.py [--realtime 60] [--days 2] [--tail 0.03] [--dir DIR] [--keep]
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import argparse
 import itertools
 import os
 import random
+import shutil
 import sqlite3
 import sys
 import tempfile
@@ -237,6 +238,7 @@ def main() -> None:
     ap.add_argument("--tail", type=float, default=0.03, help="share of long-tail queries")
     ap.add_argument("--commits", type=int, default=500)
     ap.add_argument("--dir", default=None, help="where the DBs go (a real disk, not tmpfs)")
+    ap.add_argument("--keep", action="store_true", help="keep the DBs for inspection")
     args = ap.parse_args()
     directory = tempfile.mkdtemp(prefix="sinkhole-bench-", dir=args.dir)
     print(f"workload: {args.devices} devices, {args.qps:.0f} q/s, universe {args.universe} "
@@ -257,6 +259,8 @@ def main() -> None:
 
     if args.days > 0:
         report_simulated(simulated(work, directory, args.days), args.days)
+    if not args.keep:
+        shutil.rmtree(directory)
 
 
 def report_simulated(sim: dict, days: float) -> None:

@@ -77,3 +77,25 @@ def test_any_gets_minimal_answer(daemon, upstream: FakeUpstream) -> None:
     assert r.rcode() == dns.rcode.NOERROR and len(r.answer) == 1
     assert r.answer[0].rdtype == dns.rdatatype.HINFO
     assert upstream.count() == 0
+
+
+def test_wildcard_listener_with_default_access_refuses_public(make_daemon,
+                                                              upstream: FakeUpstream) -> None:
+    d = make_daemon({"upstreams": [upstream.url()],
+                     "listen": {"dns": ["0.0.0.0:0"], "http": "127.0.0.1:0"}})
+    assert d.query("lan.test", "A").answer            # loopback is in the default list
+    wire = dns.message.make_query("open.test", "A").to_wire()
+
+    async def verdict(client: str) -> str:
+        """A public source cannot be produced on loopback, so hand the real pipeline (on its
+        own loop) the address the listener would have read from the socket."""
+        res = d.daemon.resolver.handle(wire, client, "udp")
+        if isinstance(res, bytes):
+            return dns.rcode.to_text(dns.message.from_wire(res).rcode())
+        res.close()                   # a coroutine: it would be forwarded upstream
+        return "forwarded"
+
+    for public in ("198.51.100.7", "8.8.4.4", "2001:db8::5", "::ffff:203.0.113.9"):
+        assert d.call(verdict(public)) == "REFUSED", public
+    for private in ("10.1.2.3", "192.168.1.9", "172.16.0.1", "fd00::1", "::ffff:10.0.0.1"):
+        assert d.call(verdict(private)) == "forwarded", private
