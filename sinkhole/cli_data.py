@@ -74,26 +74,25 @@ def _open(config: Config) -> Any:
         return None
 
 
-def cmd_hits(config: Config, args: Namespace) -> int:
+def _run(config: Config, query: Any, columns: Sequence[str], as_json: bool, **kw: Any) -> int:
     conn = _open(config)
     if conn is None:
         return EXIT_RUNTIME
     with conn:
-        rows = query_hits(conn, since=_since(args.since), client=args.client,
-                          list_name=args.list, limit=args.limit or -1)
-    _emit(rows, HIT_COLUMNS, args.json)
+        rows = query(conn, **kw)
+    _emit(rows, columns, as_json)
     return EXIT_OK
+
+
+def cmd_hits(config: Config, args: Namespace) -> int:
+    return _run(config, query_hits, HIT_COLUMNS, args.json, since=_since(args.since),
+                client=args.client, list_name=args.list, limit=args.limit or -1)
 
 
 def cmd_clients(config: Config, args: Namespace) -> int:
-    conn = _open(config)
-    if conn is None:
-        return EXIT_RUNTIME
-    with conn:
-        rows = query_clients(conn, since=_since(args.since))
-    _emit(rows, ("client_name", "client_ip", "lists", "first_seen", "last_seen", "count"),
-          args.json)
-    return EXIT_OK
+    return _run(config, query_clients, ("client_name", "client_ip", "lists", "first_seen",
+                                        "last_seen", "count"), args.json,
+                since=_since(args.since))
 
 
 def cmd_retrohunt(config: Config, args: Namespace) -> int:
@@ -112,14 +111,9 @@ def cmd_retrohunt(config: Config, args: Namespace) -> int:
             return EXIT_RUNTIME
         names |= parsed.block | parsed.nxdomain | parsed.nodata | set(parsed.local)
     names = {n[2:] if n.startswith("*.") else n for n in names}
-    conn = _open(config)
-    if conn is None:
-        return EXIT_RUNTIME
-    with conn:
-        rows = retrohunt(conn, names, since=_since(args.since) or 0.0)
-    _emit(rows, ("client_ip", "qname", "matched", "first_seen", "last_seen", "count"),
-          args.json)
-    return EXIT_OK
+    return _run(config, retrohunt, ("client_ip", "qname", "matched", "first_seen", "last_seen",
+                                    "count"), args.json, names=names,
+                since=_since(args.since) or 0.0)
 
 
 def add_parsers(sub: Any, common: Any) -> None:

@@ -11,6 +11,7 @@ import socket
 import sqlite3
 import struct
 import subprocess
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -205,10 +206,16 @@ def test_kill_9_keeps_every_committed_hit(service_dir: Path) -> None:
         for i in range(300):
             q = dns.message.make_query(f"h{i}.evil.test", "A")
             dns.query.udp(q, "127.0.0.1", port=proc.port, timeout=5)
-        with urllib.request.urlopen(f"http://{http}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
-        committed = next(float(x.split()[1]) for x in text.splitlines()
-                         if x.startswith("sinkhole_store_committed_hits_total"))
+        committed = 0.0
+        deadline = time.monotonic() + 10
+        while committed == 0 and time.monotonic() < deadline:   # the first 100 ms commit
+            with urllib.request.urlopen(f"http://{http}/metrics", timeout=5) as resp:
+                text = resp.read().decode()
+            committed = next(float(x.split()[1]) for x in text.splitlines()
+                             if x.startswith("sinkhole_store_committed_hits_total"))
+        for i in range(300, 400):      # kill while hits are still streaming in
+            q = dns.message.make_query(f"h{i}.evil.test", "A")
+            dns.query.udp(q, "127.0.0.1", port=proc.port, timeout=5)
         os.kill(proc.p.pid, signal.SIGKILL)
         proc.p.wait(10)
     db = sqlite3.connect(service_dir / "state" / "s.db")

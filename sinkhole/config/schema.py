@@ -6,6 +6,7 @@ The defaults are the embedded config: `sinkhole run` with no file serves DNS on
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,46 +30,39 @@ def _is_loopback(host: str) -> bool:
     return ipaddress.ip_address(host).is_loopback
 
 
-def _listen_list(value: Any) -> tuple[HostPort, ...]:
-    if not isinstance(value, list) or not value:
-        raise ValueError(f"{value!r} is not a non-empty list of addresses like 127.0.0.1:5353")
-    out = []
-    for i, item in enumerate(value):
-        try:
-            out.append(parse_hostport(item))
-        except ValueError as err:
-            raise ValueError(f"[{i}]: {err}") from None
-    return tuple(out)
+def list_of(parse: Callable[[Any], Any], what: str) -> Callable[[Any], tuple[Any, ...]]:
+    """A check for a YAML list whose items each go through `parse`; errors name the index."""
+    def check(value: Any) -> tuple[Any, ...]:
+        if not isinstance(value, list):
+            raise ValueError(f"expected a list of {what}, found {value!r}")
+        out = []
+        for i, item in enumerate(value):
+            try:
+                out.append(parse(item))
+            except ValueError as err:
+                raise ValueError(f"[{i}]: {err}") from None
+        return tuple(out)
+    return check
+
+
+def _nonempty(check: Callable[[Any], tuple[Any, ...]]) -> Callable[[Any], tuple[Any, ...]]:
+    def inner(value: Any) -> tuple[Any, ...]:
+        out = check(value)
+        if not out:
+            raise ValueError("must not be empty")
+        return out
+    return inner
+
+
+_listen_list = _nonempty(list_of(parse_hostport, "addresses like 127.0.0.1:5353"))
+_networks = list_of(parse_network, "networks")
+_upstream_list = list_of(parse_upstream, "upstream URLs")
 
 
 def _http_listen(value: Any) -> HostPort | None:
     if value in (None, "", False):
         return None
     return parse_hostport(value)
-
-
-def _networks(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list):
-        raise ValueError(f"expected a list of networks, found {value!r}")
-    out = []
-    for i, item in enumerate(value):
-        try:
-            out.append(parse_network(item))
-        except ValueError as err:
-            raise ValueError(f"[{i}]: {err}") from None
-    return tuple(out)
-
-
-def _upstream_list(value: Any) -> tuple[UpstreamURL, ...]:
-    if not isinstance(value, list):
-        raise ValueError(f"expected a list of upstream URLs, found {value!r}")
-    out = []
-    for i, item in enumerate(value):
-        try:
-            out.append(parse_upstream(item))
-        except ValueError as err:
-            raise ValueError(f"[{i}]: {err}") from None
-    return tuple(out)
 
 
 @dataclass(frozen=True)

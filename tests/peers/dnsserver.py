@@ -594,15 +594,8 @@ class FakeUpstream(_Peer):
         return spray_udp(target, payloads, count, sock=self._udp_sock)
 
 
-class TlsUpstream(_Peer):
-    """DNS over TLS (RFC 7858) with a leaf for 'dns.test' + IP 127.0.0.1 from `ca`.
-
-    `connections` counts completed TLS handshakes, so tests can assert connection reuse.
-    Modes as FakeUpstream; 'truncate' and 'other_port' answer normally (a stream has no 512 limit
-    and no second port).
-    """
-
-    stream_transport: ClassVar[str] = "tls"
+class _TlsPeer(_Peer):
+    """A peer behind TLS with a leaf from `ca` (a fresh TestCA unless one is shared)."""
 
     def __init__(
         self,
@@ -616,6 +609,17 @@ class TlsUpstream(_Peer):
         self.ca = ca if ca is not None else TestCA()
         self.hostname = hostname
         self._server: asyncio.Server | None = None
+
+
+class TlsUpstream(_TlsPeer):
+    """DNS over TLS (RFC 7858) with a leaf for 'dns.test' + IP 127.0.0.1 from `ca`.
+
+    `connections` counts completed TLS handshakes, so tests can assert connection reuse.
+    Modes as FakeUpstream; 'truncate' and 'other_port' answer normally (a stream has no 512 limit
+    and no second port).
+    """
+
+    stream_transport: ClassVar[str] = "tls"
 
     def url(self, proto: str = "tls") -> str:
         return f"{proto}://{self.addr}"
@@ -640,7 +644,7 @@ def _b64url_decode(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-class DohUpstream(_Peer):
+class DohUpstream(_TlsPeer):
     """DNS over HTTPS (RFC 8484, HTTP/1.1) at https://127.0.0.1:PORT/dns-query, POST and GET.
 
     `connections` counts TCP connections accepted (before the TLS handshake). Extra mode
@@ -650,19 +654,7 @@ class DohUpstream(_Peer):
     MODES: ClassVar[frozenset[str]] = MODES | {"http_error"}
     stream_transport: ClassVar[str] = "https"
 
-    def __init__(
-        self,
-        answer: Answer = default_answer,
-        *,
-        ca: TestCA | None = None,
-        hostname: str = "dns.test",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(answer, **kwargs)
-        self.ca = ca if ca is not None else TestCA()
-        self.hostname = hostname
-        self._runner: web.AppRunner | None = None
-        self._server: asyncio.Server | None = None
+    _runner: web.AppRunner | None = None
 
     @property
     def url(self) -> str:  # type: ignore[override]
