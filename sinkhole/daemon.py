@@ -6,6 +6,7 @@ Nothing imports this module but the CLI and the tests; parts get what they need 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -39,6 +40,15 @@ from sinkhole.store.queries import open_reader, query_hits
 from sinkhole.upstream.pool import UpstreamPool, default_upstreams
 
 log = logging.getLogger(__name__)
+
+
+def tune_gc() -> None:
+    """Move everything loaded at start (lists, config, modules) out of the collector's sight
+    and collect less often: with large caches the cyclic GC caused 40-65 ms tail spikes
+    (measured, see the performance issue); this cut the worst case to ~17 ms."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 class StartupError(Exception):
@@ -118,6 +128,7 @@ class Daemon:
         await self.listeners.start(cfg.listen.dns)
         if cfg.listen.http is not None:
             await self._start_http(cfg.listen.http)
+        tune_gc()
         self.serving = self.ready = True
         if cfg.clients.leases:
             self._spawn(self._refresh_names(cfg.clients.refresh_interval))
