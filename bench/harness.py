@@ -243,10 +243,14 @@ def main() -> int:
     p.add_argument("--duration", type=int, default=10)
     p.add_argument("--profile-seconds", type=int, default=8)
     p.add_argument("--command", default="bench/run.sh", help="recorded with the results")
+    p.add_argument("--keep", action="store_true", help="keep the work folder (configs, logs)")
     args = p.parse_args()
     args.results.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    work = Path(tempfile.mkdtemp(prefix="sinkhole-bench-"))
+    # Not under /tmp: other suites running on this machine clean up /tmp behind us.
+    scratch = HERE / "build"
+    scratch.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="run-", dir=scratch))
     code = snapshot_sinkhole(work)
     bench = Bench(args, work)
     measure.log(f"workdir {bench.work}; sinkhole features accepted by check-config: "
@@ -258,6 +262,8 @@ def main() -> int:
         profiles = bench.profile()
     finally:
         bench.close()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
     results = {
         "meta": {"command": args.command, "started": time.strftime(
             "%Y-%m-%d %H:%M:%S UTC", time.gmtime(started)),

@@ -1,0 +1,1 @@
+"""Fuzzing: the invariants (harness.py), atheris targets and their seed corpus."""
