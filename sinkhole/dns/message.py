@@ -7,6 +7,7 @@ client gets our own), computes the cache lifetime and collects CNAME targets for
 
 from __future__ import annotations
 
+from struct import error as StructError  # noqa: N812
 from struct import pack, pack_into, unpack_from
 
 from sinkhole.dns.reply import opt_record, truncated_reply
@@ -121,7 +122,7 @@ def parse_reply(data: bytes, txid: int, question: bytes, max_ttl: int = 86400) -
         raise ForgedReply("question mismatch")
     try:
         return _index(data, flags, qend, an, ns, ar, max_ttl)
-    except (IndexError, ValueError) as err:
+    except (IndexError, ValueError, StructError) as err:
         raise ForgedReply(f"malformed records: {err}") from None
 
 
@@ -141,7 +142,9 @@ def _index(data: bytes, flags: int, qend: int, an: int, ns: int, ar: int,
         off = rdata + rdlen
         if off > len(data):
             raise ValueError("record data truncated")
-        if rtype == TYPE_OPT and i >= an + ns:
+        if rtype == TYPE_OPT:
+            if i < an + ns or opt is not None:   # RFC 6891 6.1.1: one OPT, in additional
+                raise ValueError("misplaced or repeated OPT record")
             opt = (start, off)
             continue
         ttl_offs.append(rdata - 6)
@@ -153,10 +156,12 @@ def _index(data: bytes, flags: int, qend: int, an: int, ns: int, ar: int,
             neg_ttl = min(ttl, unpack_from("!I", data, off - 4)[0])
     body = data[qend:off]
     if opt is not None:
-        cut = opt[1] - opt[0]
-        body = data[qend:opt[0]] + data[opt[1]:off]
-        ttl_offs = [o if o < opt[0] else o - cut for o in ttl_offs]
-        ar -= 1
+        # Cut the OPT and whatever follows it: later records may point into bytes after it,
+        # and additional records are optional, so dropping them is always safe.
+        body = data[qend:opt[0]]
+        kept = [o for o in ttl_offs if o < opt[0]]
+        ar -= 1 + len(ttl_offs) - len(kept)
+        ttl_offs = kept
     base = qend
     rcode = flags & 0xF
     if flags & TC:

@@ -100,7 +100,7 @@ def read_qname(data: bytes, off: int) -> tuple[str, int]:
             raise ValueError("compressed or over-long label in question")
         labels.append(data[off + 1:off + 1 + n])
         off += n + 1
-        if off - start > MAX_NAME_WIRE:
+        if off - start >= MAX_NAME_WIRE:   # with the root byte still to come: over 255
             raise ValueError("name longer than 255 bytes")
     if off > end:
         raise ValueError("name runs past the end of the packet")

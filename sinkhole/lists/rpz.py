@@ -113,6 +113,8 @@ class ZoneReader:
             return ""
         if owner == "*" or owner.startswith("*."):
             base = self._trigger(owner[2:] or "@")
+            if base.startswith("*."):
+                raise ValueError("nested wildcard owner")
             if not base:
                 raise ValueError("a wildcard over the whole zone would match every name")
             return "*." + base
@@ -135,7 +137,7 @@ class ZoneReader:
             return ("allow", trigger, None)
         if target.startswith("rpz-"):
             return _UNSUPPORTED  # rpz-drop., rpz-tcp-only.
-        target = self._absolute(target)
+        target = normalise_name(self._absolute(target))   # the target must be a valid name too
         if target == trigger:
             return ("allow", trigger, None)  # the draft's older passthru form
         return ("local", trigger, (QTYPES["CNAME"], target))
