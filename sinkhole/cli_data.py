@@ -23,7 +23,7 @@ from sinkhole.store.queries import retrohunt
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 HIT_COLUMNS = ("time", "client_ip", "client_name", "qname", "qtype", "list", "severity",
-               "action", "kind")
+               "action", "kind", "count")
 
 
 def _since(text: str | None) -> float | None:

@@ -98,8 +98,10 @@ class Daemon:
                                  on_forged=lambda _why: self.metrics.forged.inc())
         self._open_store()
         self.client_names = ClientNames(cfg.clients.names, cfg.clients.leases)
-        self.hits = HitRecorder(self.metrics, names=self.client_names.name_for)
-        self.hits.subscribe(self._store_hit)
+        self.hits = HitRecorder(self.metrics, names=self.client_names.name_for,
+                                detail_rate=cfg.storage.hit_detail_rate,
+                                detail_burst=cfg.storage.hit_detail_burst)
+        self.hits.subscribe(self._store_hit, floods=True)
         self._seed_recent()
         try:
             self.alerts = AlertManager(cfg.alerts, self.store, self.metrics,
@@ -132,6 +134,8 @@ class Daemon:
         self.serving = self.ready = True
         if cfg.clients.leases:
             self._spawn(self._refresh_names(cfg.clients.refresh_interval))
+        if cfg.storage.hit_detail_rate:
+            self._spawn(self._flush_floods())
         if cfg.reload.watch and (cfg.blocklists or cfg.allowlists):
             self._spawn(self.lists.watch(cfg.reload.poll_interval, cfg.reload.debounce))
         log.info("sinkhole serving DNS on %s, HTTP on %s, upstreams %s",
@@ -165,7 +169,8 @@ class Daemon:
                 time=ev["time"], client_ip=ev["client"], client_name=ev["client_name"],
                 qname=ev["qname"], qtype=ev["qtype"], list=ev["list"],
                 category=ev["category"], severity=ev["severity"], rule=ev["rule"],
-                action=ev["action"], transport=ev["transport"], kind=ev["kind"])):
+                action=ev["action"], transport=ev["transport"], kind=ev["kind"],
+                count=ev.get("count", 1))):
             log.error("store queue full: hit dropped (client %s, %s)", ev["client"],
                       ev["qname"], extra={"event": "hit_dropped"})
 
@@ -185,6 +190,11 @@ class Daemon:
 
     def _list_meta(self) -> dict[str, Any]:
         return {i.name: i.meta for i in self.lists.policy.lists}
+
+    async def _flush_floods(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.hits.flush_floods()
 
     async def _refresh_names(self, interval: float) -> None:
         while True:
@@ -265,6 +275,7 @@ class Daemon:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.pool.close()
+        self.hits.flush_floods()
         await self.alerts.stop()
         await asyncio.to_thread(self.store.close)
         log.info("sinkhole stopped", extra={"event": "stopped"})

@@ -223,3 +223,27 @@ def test_kill_9_keeps_every_committed_hit(service_dir: Path) -> None:
     stored = db.execute("SELECT count(*) FROM hits").fetchone()[0]
     db.close()
     assert committed > 0 and stored >= committed
+
+
+def test_hit_flood_is_aggregated_but_every_hit_counted(make_daemon, upstream: FakeUpstream,
+                                                       tmp_path: Path) -> None:
+    d = listed(make_daemon, upstream, tmp_path,
+               storage={"hit_detail_rate": 5, "hit_detail_burst": 10})
+    for i in range(40):
+        assert d.query(f"f{i}.evil.test", "A", source="127.0.0.11").rcode() == dns.rcode.NXDOMAIN
+    d.query("evil.test", "A", source="127.0.0.12")       # another client: its own budget
+
+    async def flush() -> None:
+        d.daemon.hits.flush_floods()
+    d.call(flush())
+    assert d.daemon.store.flush()
+    hits = json.loads(cli(d, tmp_path, "hits", "--json").stdout)
+    mine = [h for h in hits if h["client_ip"] == "127.0.0.11"]
+    detailed = [h for h in mine if h["kind"] == "query"]
+    floods = [h for h in mine if h["kind"] == "flood"]
+    assert 10 <= len(detailed) < 40 and floods
+    assert sum(h["count"] for h in mine) == 40          # every hit is in the store
+    assert floods[0]["qname"].endswith(".evil.test") and floods[0]["list"] == "c2"
+    assert [h["kind"] for h in hits if h["client_ip"] == "127.0.0.12"] == ["query"]
+    assert d.metric("sinkhole_blocked_queries_total",
+                    {"list": "c2", "category": "c2", "severity": "critical"}) == 41

@@ -262,6 +262,10 @@ class Storage:
     synchronous: str = setting("FULL", check=one_of("full", "normal"))
     retention: Duration = 365 * 86400.0   # hits
     queue_max: int = setting(100_000, check=positive_int)
+    # Hits per second per client recorded in full (row, log line, alert decision); beyond
+    # that, one aggregated 'flood' row per list and second with the count. 0: no limit.
+    hit_detail_rate: float = 50.0
+    hit_detail_burst: float = 500.0
 
 
 @dataclass(frozen=True)

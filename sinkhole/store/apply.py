@@ -11,13 +11,13 @@ from .events import AlertOp, HitEvent, MarkOp, storable
 from .history import LAST_HOUR_SLACK
 
 _INSERT_HIT = """INSERT INTO hits(time, client_ip, client_name, qname, qtype, list, category,
-    severity, rule, action, transport, kind, first_seen, last_seen)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+    severity, rule, action, transport, kind, first_seen, last_seen, count)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 
 # The latest hit decides the name and list shown for a device; a late-arriving older hit
 # (or a retro hit, whose sighting lies in the past) only widens first/last seen.
 _UPSERT_SIGHTING = """INSERT INTO sightings(client_ip, qname, client_name, list, first_seen,
-    last_seen, count) VALUES (?, ?, ?, ?, ?, ?, 1)
+    last_seen, count) VALUES (?, ?, ?, ?, ?, ?, ?)
     ON CONFLICT(client_ip, qname) DO UPDATE SET
       client_name = CASE WHEN excluded.last_seen >= sightings.last_seen
                          THEN coalesce(excluded.client_name, sightings.client_name)
@@ -26,7 +26,7 @@ _UPSERT_SIGHTING = """INSERT INTO sightings(client_ip, qname, client_name, list,
                   THEN excluded.list ELSE sightings.list END,
       first_seen = min(sightings.first_seen, excluded.first_seen),
       last_seen = max(sightings.last_seen, excluded.last_seen),
-      count = sightings.count + 1"""
+      count = sightings.count + excluded.count"""
 
 _MARKS = {
     "delivered": "UPDATE outbox SET state = 'delivered', delivered_at = ?, "
@@ -44,10 +44,10 @@ def apply_hit(conn: sqlite3.Connection, ev: HitEvent) -> None:
     conn.execute(_INSERT_HIT, (
         ev.time, ip, name, qname, storable(ev.qtype), storable(ev.list),
         storable(ev.category), storable(ev.severity), storable(ev.rule), storable(ev.action),
-        storable(ev.transport), ev.kind, ev.first_seen, ev.last_seen))
+        storable(ev.transport), ev.kind, ev.first_seen, ev.last_seen, ev.count))
     first = ev.first_seen if ev.first_seen is not None else ev.time
     last = ev.last_seen if ev.last_seen is not None else ev.time
-    conn.execute(_UPSERT_SIGHTING, (ip, qname, name, storable(ev.list), first, last))
+    conn.execute(_UPSERT_SIGHTING, (ip, qname, name, storable(ev.list), first, last, ev.count))
 
 
 def apply_alert(conn: sqlite3.Connection, op: AlertOp) -> list[int]:

@@ -33,6 +33,7 @@ class HitEvent:
     kind: str = "query"
     first_seen: float | None = None
     last_seen: float | None = None
+    count: int = 1          # > 1 only for kind 'flood': hits aggregated into one row
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,8 @@ from .history import decode_counts, history_name, reverse_name, subdomain_range
 from .schema import SCHEMA_VERSION, StoreError, check_version, read_version
 
 HIT_KEYS = ("id", "time", "client_ip", "client_name", "qname", "qtype", "list", "category",
-            "severity", "rule", "action", "transport", "kind", "first_seen", "last_seen")
+            "severity", "rule", "action", "transport", "kind", "first_seen", "last_seen",
+            "count")
 _SEEK_CHUNK = 500  # name ids per statement: keeps each IN-list seek plan small
 
 

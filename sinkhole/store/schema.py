@@ -80,6 +80,11 @@ MIGRATIONS: Sequence[Sequence[str]] = (
         "CREATE INDEX outbox_due ON outbox(next_attempt) WHERE state = 'pending'",
         "CREATE INDEX outbox_created ON outbox(created)",
     ),
+    # v4: a hit row may stand for several hits: a client over the per-client detail rate gets
+    # one aggregated row (kind 'flood') per list and second, so sum(count) is every hit.
+    (
+        "ALTER TABLE hits ADD COLUMN count INTEGER NOT NULL DEFAULT 1",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
