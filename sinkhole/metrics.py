@@ -196,7 +196,8 @@ class QueryStats:
         self.sums = dict.fromkeys(RESULTS, 0.0)
 
     def record(self, transport: str, qtype: int, result: str, t0: float = 0.0) -> None:
-        key = (transport, qtype, result)
+        # unknown types share one key, so the table stays small whatever clients send
+        key = (transport, qtype if qtype in QTYPES else 0, result)
         counts = self.counts
         counts[key] = counts.get(key, 0) + 1
         if t0:

@@ -1,8 +1,8 @@
 """Fuzzing: hostile bytes into the question decoder, the whole per-packet path, the upstream
 reply parser and the list parsers; nothing escapes, every reply answers its packet.
 
-The invariants live in tests/fuzz/harness.py, shared with the coverage-guided atheris targets
-(tests/fuzz/fuzz_*.py), which the last tests run for a bounded number of inputs.
+The invariants live in tests/fuzz/ (packets.py, listchecks.py, common.py), shared with the
+coverage-guided atheris targets (tests/fuzz/fuzz_*.py), which the last tests run briefly.
 """
 
 from __future__ import annotations
@@ -19,32 +19,54 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.fuzz import harness
-from tests.fuzz.harness import CORPUS, check_handle, question_of
+from tests.fuzz import listchecks, packets
+from tests.fuzz.common import CORPUS, corpus, question_of
+from tests.fuzz.packets import check_handle
 
 ROOT = Path(__file__).resolve().parent.parent
 # SINKHOLE_FUZZ_EXAMPLES=20000 for a deeper local run; the default keeps the file under 30 s.
 EXAMPLES = int(os.environ.get("SINKHOLE_FUZZ_EXAMPLES", "300"))
 FAST = settings(max_examples=EXAMPLES, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-PACKETS = harness.corpus("packets")
-LIST_SEEDS = [p.decode("utf-8", "replace") for p in harness.corpus("lists")]
+PACKETS = corpus("packets")
+LIST_SEEDS = [p.decode("utf-8", "replace") for p in corpus("lists")]
 
-# Reproducers of bugs the fuzzers found, kept as explicit examples.
+# Reproducers of bugs the fuzzers found, kept as explicit examples (they fail until fixed).
+# A question name of 256 wire bytes (limit 255) is accepted and echoed in replies.
 NAME_256 = (pack("!6H", 0x1234, 0x0100, 1, 0, 0, 0)
             + b"".join(bytes([n]) + b"a" * n for n in (63, 63, 63, 62)) + b"\x00\x00\x01\x00\x01")
+# A reply whose record header is cut short: struct.error escapes parse_reply.
 TRUNCATED_RECORD = (pack("!6H", 0x4242, 0x8180, 1, 1, 0, 0) + b"\x01a\x00\x00\x01\x00\x01"
                     + b"\xc0\x0c\x00\x01")
+# Two OPTs in a reply: one stays in the body, the client gets two.
 TWO_OPTS = (pack("!6H", 0x4242, 0x8180, 1, 1, 0, 2) + b"\x01a\x00\x00\x01\x00\x01"
             + b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x01\x2c\x00\x04\xc0\x00\x02\x01"
             + pack("!BHHIH", 0, 41, 1232, 0, 0) * 2)
+# An OPT before other additional records: cutting it shifts the compression pointers after it.
+OPT_FIRST = (pack("!6H", 0x4242, 0x8180, 1, 1, 0, 3) + b"\x01a\x00\x00\x01\x00\x01"
+             + b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x01\x2c\x00\x04\xc0\x00\x02\x01"
+             + pack("!BHHIH", 0, 41, 1232, 0, 0)
+             + b"\x02ns\xc0\x0c\x00\x01\x00\x01\x00\x00\x01\x2c\x00\x04\xc0\x00\x02\x35"
+             + b"\xc0\x2e\x00\x1c\x00\x01\x00\x00\x01\x2c\x00\x10" + bytes(16))
+# A name pointer into the header (offset 11, arcount's low byte): render adds our OPT to
+# arcount, so the NS owner that read "." upstream no longer parses.
+HEADER_POINTER = (pack("!6H", 0x4242, 0x8180, 1, 1, 1, 0) + b"\x01a\x00\x00\x01\x00\x01"
+                  + b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x01\x2c\x00\x04\xc0\x00\x02\x01"
+                  + b"\xc0\x0b\x00\x02\x00\x01\x00\x00\x01\x2c\x00\x02\xc0\x0c")
+# A literal '.' (0x2e = 46) inside a label, and a rule whose first label is 46 long: the SOA
+# owner pointer lands on the dot and the NXDOMAIN reply is malformed.
+DOT_IN_LABEL = (pack("!6H", 0x0101, 0x0100, 1, 0, 0, 0) + b"\x35y." + b"x" * 46 + b".evil"
+                + b"\x04test\x00\x00\x01\x00\x01")
+# An RPZ owner `*.*.name` is stored as a nested wildcard key.
+NESTED_WILDCARD = ["*.*.evil CNAME ."]
+# A relative $ORIGIN lengthens the origin unchecked: an RPZ CNAME target of 304 characters.
 ORIGIN_GROWS = ["$ORIGIN " + ".".join(["a" * 60] * 3) + ".", "$ORIGIN " + "b" * 60,
                 "x CNAME " + "c" * 60]
 
 
 @pytest.fixture(scope="module")
-def resolver() -> harness.Resolver:
-    return harness.build_resolver()
+def resolver() -> packets.Resolver:
+    return packets.build_resolver()
 
 
 # -- strategies: near-valid packets, then mutated ----------------------------------------------
@@ -52,7 +74,7 @@ def resolver() -> harness.Resolver:
 POOL = ["evil.test", "sub.evil.test", "ok.evil.test", "ads.test", "a.wild.test", "wild.test",
         "adblock.test", "cached.test", "big.test", "cname.test", "cnameok.test", "neg.test",
         "nx.test", "nodata.test", "local.test", "alias.test", "a.star.test", "pass.evil.test",
-        "sinkholed.test", "nulled.test", "refused.test", "use-application-dns.net",
+        "sinkholed.test", "nulled.test", "many.test", "refused.test", "use-application-dns.net",
         "resolver.arpa", "forward.example", "y." + "x" * 46 + ".evil.test", ""]
 
 
@@ -70,8 +92,9 @@ def qnames(draw: st.DrawFn) -> bytes:
         flips = draw(st.integers(0, 2**32))
         name = "".join(c.upper() if flips >> (i % 32) & 1 else c for i, c in enumerate(name))
         labels = [lb.encode() for lb in name.split(".") if lb]
-        if kind == 2:   # a label with a literal dot inside: the dotted name lies
-            labels = [b".".join(labels[:2])] + labels[2:] if len(labels) > 1 else labels
+        if kind == 2 and len(labels) > 1:   # a label with a literal dot: the dotted name lies
+            i = draw(st.integers(0, len(labels) - 2))
+            labels[i:i + 2] = [labels[i] + b"." + labels[i + 1]]
         return encode(labels)
     if kind == 3:
         return encode(draw(st.lists(st.binary(min_size=1, max_size=70), max_size=8)))
@@ -179,28 +202,31 @@ ANY_PACKET = st.binary(max_size=600) | near_valid_queries() | corpus_mutants()
 @example(NAME_256)
 @example(b"\x00\x01\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x0c\x00\x01\x00\x01")
 def test_parse_query_valid_question_or_wire_error(data: bytes) -> None:
-    harness.check_parse_query(data)
+    packets.check_parse_query(data)
 
 
 # -- the whole per-packet path -----------------------------------------------------------------
 
 @pytest.mark.parametrize("transport", ["udp", "tcp"])
 @FAST
-@given(data=ANY_PACKET, client=st.sampled_from(sorted(harness.CLIENTS)))
-def test_handle_answers_every_packet_within_limits(resolver: harness.Resolver, transport: str,
+@given(data=ANY_PACKET, client=st.sampled_from(sorted(packets.CLIENTS)))
+@example(data=DOT_IN_LABEL, client="allowed")
+@example(data=NAME_256, client="allowed")
+def test_handle_answers_every_packet_within_limits(resolver: packets.Resolver, transport: str,
                                                    data: bytes, client: str) -> None:
     check_handle(resolver, data, client, transport)
 
 
-def test_seed_corpus_as_queries_and_replies(resolver: harness.Resolver) -> None:
+def test_seed_corpus_as_queries_and_replies(resolver: packets.Resolver) -> None:
     """Every seed packet, as a query (also with QR cleared) from each client on both
     transports, and as an upstream reply."""
     for data in PACKETS:
-        for packet in (data, data[:2] + bytes([data[2] & 0x7F]) + data[3:]):
-            for client in harness.CLIENTS:
+        cleared = data[:2] + bytes([data[2] & 0x7F]) + data[3:] if len(data) >= 3 else data
+        for packet in (data, cleared):
+            for client in packets.CLIENTS:
                 check_handle(resolver, packet, client, "udp")
                 check_handle(resolver, packet, client, "tcp")
-        harness.check_upstream_bytes(data)
+        packets.check_upstream_bytes(data)
 
 
 # -- upstream replies --------------------------------------------------------------------------
@@ -219,7 +245,7 @@ REPLY_SPECS = [
 def real_reply(index: int) -> tuple[bytes, bytes]:
     name, rdtype, answers, rcode, soa = REPLY_SPECS[index]
     qtype = {"A": 1, "AAAA": 28, "MX": 15}[rdtype]
-    return harness.make_reply(name, rdtype, answers, rcode, soa), question_of(name, qtype)
+    return packets.make_reply(name, rdtype, answers, rcode, soa), question_of(name, qtype)
 
 
 @st.composite
@@ -248,16 +274,18 @@ def mutated_replies(draw: st.DrawFn) -> tuple[bytes, bytes]:
 @given(st.binary(max_size=600) | corpus_mutants())
 @example(TRUNCATED_RECORD)
 def test_parse_reply_any_bytes_raises_only_forged_reply(data: bytes) -> None:
-    harness.check_upstream_bytes(data)
+    packets.check_upstream_bytes(data)
 
 
 @FAST
 @given(mutated_replies())
 @example((TRUNCATED_RECORD, b"\x01a\x00\x00\x01\x00\x01"))
 @example((TWO_OPTS, b"\x01a\x00\x00\x01\x00\x01"))
+@example((OPT_FIRST, b"\x01a\x00\x00\x01\x00\x01"))
+@example((HEADER_POINTER, b"\x01a\x00\x00\x01\x00\x01"))
 def test_parse_reply_mutated_real_replies(case: tuple[bytes, bytes]) -> None:
     data, question = case
-    harness.check_parse_reply(data, 0x4242, question)
+    packets.check_parse_reply(data, 0x4242, question)
 
 
 # -- lists -------------------------------------------------------------------------------------
@@ -296,14 +324,15 @@ def list_lines(draw: st.DrawFn) -> list[str]:
 @given(st.lists(st.text(max_size=100), max_size=15) | list_lines()
        | st.sampled_from(LIST_SEEDS).map(str.splitlines))
 @example(ORIGIN_GROWS)
+@example(NESTED_WILDCARD)
 def test_parse_lines_never_raises_and_stores_normalised_names(lines: list[str]) -> None:
-    harness.check_lines(lines)
+    listchecks.check_lines(lines)
 
 
 @FAST
 @given(st.text(max_size=300) | list_lines().map(lambda lines: lines[0]))
 def test_normalise_name_is_normalised_and_idempotent(text: str) -> None:
-    harness.check_normalise(text)
+    listchecks.check_normalise(text)
 
 
 @pytest.fixture(scope="module")
@@ -313,11 +342,11 @@ def list_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @settings(FAST, max_examples=max(EXAMPLES // 2, 1))
 @given(st.binary(max_size=3000) | list_lines().map(lambda lines: "\n".join(lines).encode())
-       | st.sampled_from(harness.corpus("lists")))
+       | st.sampled_from(corpus("lists")))
 @example(b"\xff\xfe\x00a")
 @example(b"\xef\xbb\xbfevil.test\r\n" + b"\xc3(\n")
 def test_load_path_returns_or_raises_list_error(list_file: Path, data: bytes) -> None:
-    harness.check_load(data, list_file)
+    listchecks.check_load(data, list_file)
 
 
 # -- the coverage-guided targets, briefly ----------------------------------------------------
@@ -333,8 +362,10 @@ def test_atheris_target_runs_clean(target: str, tmp_path: Path) -> None:
     work.mkdir()
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "fuzz" / f"fuzz_{target}.py"), "-runs=2000",
-         "-seed=1", "-timeout=10", "-max_len=4096", f"-artifact_prefix={tmp_path}/",
+         "-seed=1", "-timeout=10", "-max_len=4096", f"-dict={ROOT}/tests/fuzz/{target}.dict",
+         f"-artifact_prefix={tmp_path}/",
          str(work), str(seeds)],
-        cwd=ROOT, capture_output=True, text=True, timeout=280)
+        cwd=ROOT, capture_output=True, text=True, timeout=280,
+        env={**os.environ, "SINKHOLE_FUZZ_TMP": str(tmp_path)})
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert "Done 2000 runs" in proc.stderr, proc.stderr[-2000:]

@@ -87,18 +87,20 @@ class BlockAnswers:
         return out
 
     def _owner(self, q: Query, suffix: str) -> int:
-        """Wire offset of the matched rule's name inside the question (for the SOA owner).
+        """Wire offset of the matched rule's name inside the question (the SOA owner).
 
-        The dotted index equals the wire offset while no label contains a literal dot; if the
-        byte there is not the expected label length, fall back to the whole question name.
+        Walks the question's labels on the wire: a dotted-string index would be wrong when a
+        label holds a literal dot. Falls back to the whole question name (offset 12).
         """
-        idx = len(q.qname) - len(suffix)
-        if idx <= 0 or not q.qname.endswith(suffix):   # whole name, or a CNAME target's rule
+        if suffix == q.qname or not q.qname.endswith(suffix):   # whole name, or a CNAME's rule
             return 12
-        first = suffix.split(".", 1)[0]
-        if q.data[12 + idx] != len(first):
-            return 12
-        return 12 + idx
+        data, off, end = q.data, 12, q.qend - 4
+        while off < end and data[off]:
+            off += data[off] + 1
+            if off < end and data[off] and \
+                    _dotted(data, off, end) == suffix:
+                return off
+        return 12
 
     def _local_records(self, local: tuple[tuple[int, str], ...]) -> dict[int, list[bytes]]:
         """RPZ local data (A/AAAA) as ready records, built on first use per rule."""
@@ -115,6 +117,14 @@ class BlockAnswers:
                 self._local.clear()
             self._local[local] = cached
         return cached
+
+
+def _dotted(data: bytes, off: int, end: int) -> str:
+    labels = []
+    while off < end and data[off]:
+        labels.append(data[off + 1:off + 1 + data[off]])
+        off += data[off] + 1
+    return b".".join(labels).lower().decode("latin-1")
 
 
 def encode_name(name: str) -> bytes:

@@ -98,6 +98,8 @@ def _skip_name(data: bytes, off: int) -> int:
     while True:
         n = data[off]
         if n & 0xC0 == 0xC0:
+            if ((n & 0x3F) << 8 | data[off + 1]) < 12:   # into the header we rewrite
+                raise ForgedReply("compression pointer into the header")
             return off + 2
         if n == 0:
             return off + 1

@@ -1,1 +1,1 @@
-"""Fuzzing: the invariants (harness.py), atheris targets and their seed corpus."""
+"""Fuzzing: the invariants (packets, listchecks, common), atheris targets, seed corpus."""

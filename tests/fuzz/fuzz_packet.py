@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """atheris target: the whole per-packet path (Resolver.handle) and the upstream reply parser.
 
 Each input is one datagram, fed as a query from an allowed, a rate-limited and a refused
@@ -16,21 +17,21 @@ import atheris
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 with atheris.instrument_imports(include=["sinkhole"]):
-    from tests.fuzz import harness
+    from tests.fuzz import packets
 
-RESOLVER = harness.build_resolver()
+RESOLVER = packets.build_resolver()
 TRANSPORTS = ("udp", "tcp")
 
 
 def test_one(data: bytes) -> None:
-    packets = [data]
+    variants = [data]
     if len(data) >= 3 and data[2] & 0x80:
-        packets.append(data[:2] + bytes([data[2] & 0x7F]) + data[3:])
-    for packet in packets:
-        for client in harness.CLIENTS:
+        variants.append(data[:2] + bytes([data[2] & 0x7F]) + data[3:])
+    for packet in variants:
+        for client in packets.CLIENTS:
             for transport in TRANSPORTS:
-                harness.check_handle(RESOLVER, packet, client, transport)
-    harness.check_upstream_bytes(data)
+                packets.check_handle(RESOLVER, packet, client, transport)
+    packets.check_upstream_bytes(data)
 
 
 def main() -> None:

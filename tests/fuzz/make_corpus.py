@@ -11,7 +11,8 @@ from struct import pack
 import dns.edns
 import dns.message
 
-from tests.fuzz.harness import CORPUS, make_reply
+from tests.fuzz.common import CORPUS
+from tests.fuzz.packets import make_reply
 
 QUERIES = [
     ("evil.test", "A", {}), ("sub.EVIL.test", "AAAA", {"use_edns": 0}),

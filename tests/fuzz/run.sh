@@ -22,8 +22,9 @@ python=${PYTHON:-python3}
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/sinkhole-fuzz-$target-XXXXXX")
 mkdir -p "$work/corpus" "$work/crashes"
+export SINKHOLE_FUZZ_TMP="$work"
 echo "fuzzing $target for ${seconds}s; new corpus in $work/corpus, crashes in $work/crashes"
 # -timeout: one input taking 10 s is a hang, reported like a crash.
 exec "$python" "tests/fuzz/fuzz_$target.py" -max_total_time="$seconds" -timeout=10 \
-    -max_len="$max_len" -rss_limit_mb=2048 -print_final_stats=1 \
+    -max_len="$max_len" -dict="tests/fuzz/$target.dict" -rss_limit_mb=2048 -print_final_stats=1 \
     -artifact_prefix="$work/crashes/" "$@" "$work/corpus" "$seeds"

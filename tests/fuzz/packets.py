@@ -1,25 +1,18 @@
-"""The fuzzing invariants, shared by the hypothesis properties and the atheris targets.
-
-Each `check_*` feeds one input to one part of sinkhole and raises `Violation` (an
-AssertionError, so pytest and atheris both report it) when an invariant breaks. The checks use
-their own wire walker and dnspython, never the code under test, to judge its output.
-`SINKHOLE_FUZZ_IGNORE=tag,tag` lets a long run go on past a known, already reported bug.
+"""Fuzz invariants of the packet path: the question decoder, Resolver.handle as a whole,
+and upstream replies (parse_reply, then render). Used by tests/test_fuzz.py and fuzz_packet.py.
 """
 
 from __future__ import annotations
 
 import inspect
-import ipaddress
-import os
-import re
 import time
 from collections.abc import Iterable
-from pathlib import Path
 from struct import pack, unpack_from
 from typing import Any
 
 import dns.exception
 import dns.message
+import dns.rrset
 from prometheus_client import CollectorRegistry
 
 from sinkhole.cache import Cache
@@ -28,104 +21,27 @@ from sinkhole.config.values import parse_upstream
 from sinkhole.dns.block import BlockAnswers
 from sinkhole.dns.message import ForgedReply, parse_reply, render
 from sinkhole.dns.wire import WireError, parse_query
-from sinkhole.lists.loader import ListError, load_path
 from sinkhole.lists.matcher import ListInfo, build_policy
-from sinkhole.lists.names import normalise_name
-from sinkhole.lists.parse import ParsedList, iter_rules, parse_lines
+from sinkhole.lists.parse import parse_lines
 from sinkhole.metrics import Metrics
 from sinkhole.ratelimit import RateLimiter
 from sinkhole.resolver import Resolver
 from sinkhole.upstream.pool import UpstreamPool
-
-CORPUS = Path(__file__).resolve().parent / "corpus"
-IGNORED = frozenset(t for t in os.environ.get("SINKHOLE_FUZZ_IGNORE", "").split(",") if t)
+from tests.fuzz.common import (
+    TYPE_OPT,
+    dnspython_parses,
+    fail,
+    question_of,
+    read_message,
+    skip_name,
+    walk_message,
+    walk_records,
+)
 
 QR, AA, TC, OPCODE = 0x8000, 0x0400, 0x0200, 0x7800
-TYPE_OPT = 41
 OPT_LEN = 11            # an OPT record without options: what a TC reply may add to the query
 EDNS_MAX = 1232
 CLIENTS = {"allowed": "10.0.0.1", "limited": "10.0.0.200", "refused": "192.0.2.1"}
-_NAME_RE = re.compile(r"[a-z0-9_-]{1,63}(?:\.[a-z0-9_-]{1,63})*")
-
-
-class Violation(AssertionError):
-    """An invariant broke; `tag` names which, the message carries the input."""
-
-    def __init__(self, tag: str, message: str, data: Any) -> None:
-        shown = repr(data)
-        if len(shown) > 3000:
-            shown = shown[:3000] + "..."
-        super().__init__(f"[{tag}] {message}\n  input: {shown}")
-        self.tag = tag
-
-
-def fail(tag: str, message: str, data: Any) -> None:
-    if tag not in IGNORED:
-        raise Violation(tag, message, data)
-
-
-# -- an independent wire walker ----------------------------------------------------------------
-
-def skip_name(msg: bytes, off: int) -> int:
-    """Offset after a (possibly compressed) name; ValueError if it does not fit."""
-    while True:
-        if off >= len(msg):
-            raise ValueError("name past the end")
-        n = msg[off]
-        if n & 0xC0 == 0xC0:
-            if off + 2 > len(msg):
-                raise ValueError("pointer past the end")
-            return off + 2
-        if n & 0xC0:
-            raise ValueError("bad label type")
-        off += n + 1
-        if n == 0:
-            return off
-
-
-def walk_records(msg: bytes, off: int, count: int) -> tuple[int, list[tuple[int, int]]]:
-    """Walk `count` records from `off`: (end offset, [(rtype, ttl offset)])."""
-    out = []
-    for _ in range(count):
-        off = skip_name(msg, off)
-        if off + 10 > len(msg):
-            raise ValueError("record header past the end")
-        rtype, _cls, _ttl, rdlen = unpack_from("!HHIH", msg, off)
-        out.append((rtype, off + 4))
-        off += 10 + rdlen
-        if off > len(msg):
-            raise ValueError("rdata past the end")
-    return off, out
-
-
-def walk_message(msg: bytes) -> list[list[int]]:
-    """Record types per section (answer, authority, additional); ValueError unless the header
-    counts describe the message exactly (no shortfall, no trailing bytes)."""
-    _id, _flags, qd, an, ns, ar = unpack_from("!6H", msg)
-    off = 12
-    for _ in range(qd):
-        off = skip_name(msg, off) + 4
-    if off > len(msg):
-        raise ValueError("question past the end")
-    sections = []
-    for count in (an, ns, ar):
-        off, recs = walk_records(msg, off, count)
-        sections.append([t for t, _ in recs])
-    if off != len(msg):
-        raise ValueError(f"{len(msg) - off} bytes after the last record")
-    return sections
-
-
-def dnspython_parses(msg: bytes) -> str | None:
-    """None if dnspython reads `msg` as a DNS message (opcode forced to QUERY: an UPDATE
-    reply echoes the client's zone section, which dnspython validates), else why not."""
-    if len(msg) >= 4 and msg[2] & 0x78:
-        msg = msg[:2] + bytes([msg[2] & 0x87]) + msg[3:]
-    try:
-        dns.message.from_wire(msg)
-    except (dns.exception.DNSException, ValueError, IndexError) as err:
-        return f"{type(err).__name__}: {err}"
-    return None
 
 
 # -- the question decoder ------------------------------------------------------------------------
@@ -226,7 +142,7 @@ local.test A 192.0.2.10
 local.test AAAA 2001:db8::10
 alias.test CNAME target.example.
 *.star.test CNAME .
-"""
+""" + "".join(f"many.test A 198.51.100.{i}\n" for i in range(1, 41))
 LISTS = [("c2", "nxdomain", LIST_C2), ("rpz", "nxdomain", LIST_RPZ),
          ("sink", "sinkhole", "sinkholed.test\n"), ("null", "null", "nulled.test\n"),
          ("refuse", "refused", "refused.test\n")]
@@ -252,8 +168,6 @@ def build_resolver() -> Resolver:
 def make_reply(name: str, rdtype: str, answers: Iterable[str] = (), rcode: int = 0,
                soa: bool = False, want_dnssec: bool = False, txid: int = 0x4242) -> bytes:
     """A dnspython-made upstream reply (also used to write the seed corpus)."""
-    import dns.rrset
-
     q = dns.message.make_query(name, rdtype, use_edns=0, want_dnssec=want_dnssec)
     q.id = txid
     r = dns.message.make_response(q)
@@ -269,11 +183,6 @@ def make_reply(name: str, rdtype: str, answers: Iterable[str] = (), rcode: int =
             "test.", 900, "IN", "SOA", "ns.test. host.test. 1 3600 600 86400 120"))
     r.additional.append(dns.rrset.from_text("ns.test.", 300, "IN", "A", "192.0.2.7"))
     return r.to_wire(max_size=65535)
-
-
-def question_of(name: str, qtype: int) -> bytes:
-    return b"".join(bytes([len(lb)]) + lb for lb in name.encode().split(b".")) + b"\x00" + \
-        pack("!HH", qtype, 1)
 
 
 CACHED = [
@@ -338,9 +247,13 @@ def _check_reply(data: bytes, out: bytes, q: Any, parsed: Any, client: str,
         fail("handle.aa", f"reply claims authority (AA) {ctx}", data)
     if flags & OPCODE != unpack_from("!H", data, 2)[0] & OPCODE:
         fail("handle.opcode", f"reply opcode differs from the query's {ctx}", data)
-    why = dnspython_parses(out)
-    if why is not None:
-        fail("handle.unparseable", f"dnspython cannot read the reply: {why} {ctx}", data)
+    bad_pointer = _misaligned_pointer(out, q)
+    if bad_pointer is not None:
+        fail("handle.misaligned-pointer", f"a record owner points at offset {bad_pointer}, "
+             f"inside a label of the question name {ctx}", data)
+    elif (why := dnspython_parses(out)) is not None:
+        tag = "handle.name-too-long" if why.startswith("NameTooLong") else "handle.unparseable"
+        fail(tag, f"dnspython cannot read the reply: {why} {ctx}", data)
     try:
         sections = walk_message(out)
     except ValueError as err:
@@ -368,6 +281,29 @@ def _check_reply(data: bytes, out: bytes, q: Any, parsed: Any, client: str,
                  f"query {ctx}", data)
     elif len(out) > 65535:
         fail("handle.tcp-size", f"{len(out)} bytes over TCP {ctx}", data)
+
+
+def _misaligned_pointer(out: bytes, q: Any) -> int | None:
+    """The target of an answer/authority owner pointer that lands inside the question name
+    but not on one of its label starts (our synthesised records point into the question)."""
+    if q is None or unpack_from("!H", out, 4)[0] != 1 or out[12:q.qend] != q.data[12:q.qend]:
+        return None
+    starts, off = set(), 12
+    while off < q.qend - 4:
+        starts.add(off)
+        off += out[off] + 1
+    try:
+        off = q.qend
+        an, ns = unpack_from("!2H", out, 6)
+        for _ in range(an + ns):
+            if out[off] & 0xC0 == 0xC0:
+                target = unpack_from("!H", out, off)[0] & 0x3FFF
+                if 12 <= target < q.qend - 4 and target not in starts:
+                    return target
+            off, _recs = walk_records(out, off, 1)
+    except (ValueError, IndexError):
+        pass
+    return None
 
 
 def _ext_rcode(msg: bytes) -> int:
@@ -412,12 +348,12 @@ def check_parse_reply(data: bytes, txid: int, question: bytes) -> None:
         return
     if end != len(body):
         fail("parse_reply.body", f"{len(body) - end} bytes after the body's records", data)
-    if [o for _, o in recs if _ != TYPE_OPT] != list(r.ttl_offsets):
-        fail("parse_reply.ttl-offset", f"TTL offsets {r.ttl_offsets} are not the records' "
-             f"{[o for _, o in recs]}", data)
-    if any(t == TYPE_OPT for t, _ in recs):
+    if any(rtype == TYPE_OPT for rtype, _ in recs):
         fail("parse_reply.opt", "an OPT record is left in the body (more than one OPT, or "
              "one outside the additional section)", data)
+    elif [o for _, o in recs] != list(r.ttl_offsets):
+        fail("parse_reply.ttl-offset", f"TTL offsets {r.ttl_offsets} are not the records' "
+             f"{[o for _, o in recs]}", data)
     if r.ttl > 86400:
         fail("parse_reply.ttl", f"cache TTL {r.ttl} over max_ttl", data)
     valid_upstream = dnspython_parses(data) is None
@@ -454,9 +390,51 @@ def _check_render(data: bytes, question: bytes, r: Any, edns: bool, do: bool, ag
     if opts != [0, 0, 1 if edns else 0]:
         fail("render.opt", f"OPT records per section {opts} for a client with EDNS={edns} "
              f"{ctx}", data)
-    if valid_upstream and (why := dnspython_parses(out)) is not None:
-        fail("render.unparseable", f"a valid upstream reply rendered unreadable: {why} {ctx}",
-             data)
+    if not valid_upstream or out[2] & 0x02:   # TC: the records were dropped on purpose
+        return
+    why = dnspython_parses(out)
+    if why is None:
+        ours, theirs = records(out), records(data)
+        # Answer and authority pass unchanged; additional records are optional (RFC 1035), so
+        # render may drop some (those after a cut OPT) but never add or alter one.
+        if ours[:2] == theirs[:2] and ours[2] <= theirs[2]:
+            return
+        why = f"records differ: {ours} != {theirs}"
+    # A pointer into the header or a TTL: bytes render rewrites (counts, age), so the name
+    # it spells changes. Legal wire, absurd in practice: tagged apart from other breakage.
+    tag = "render.pointer-into-rewritten" if _points_into_rewritten(data, question) else \
+        "render.changed"
+    fail(tag, f"a valid upstream reply rendered differently: {why} {ctx}", data)
+
+
+def _points_into_rewritten(data: bytes, question: bytes) -> bool:
+    """Whether any two bytes after the question look like a pointer into the header or into a
+    record's TTL field (a byte scan: rdata is not parsed, so names in it are found too)."""
+    ttl_fields: set[int] = set()
+    try:
+        _end, recs = walk_records(data, 12 + len(question), sum(unpack_from("!3H", data, 6)))
+    except ValueError:
+        recs = []
+    for _rtype, ttl_off in recs:
+        ttl_fields.update(range(ttl_off, ttl_off + 4))
+    for i in range(12 + len(question), len(data) - 1):
+        if data[i] & 0xC0 == 0xC0:
+            target = unpack_from("!H", data, i)[0] & 0x3FFF
+            if target < 12 or target in ttl_fields:
+                return True
+    return False
+
+
+Record = tuple[str, int, int, bytes]
+
+
+def records(msg: bytes) -> list[set[Record]]:
+    """What a client reads from a message: its records (TTLs aside) per section, names in
+    canonical (lower) case: render echoes the client's 0x20 casing into compressed names."""
+    m = read_message(msg)
+    return [{(r.name.to_text().lower(), r.rdtype, r.rdclass, d.to_digestable())
+             for r in section for d in r}
+            for section in (m.answer, m.authority, m.additional)]
 
 
 def question_from(data: bytes) -> bytes | None:
@@ -483,109 +461,3 @@ def check_upstream_bytes(data: bytes) -> None:
         if question is not None:
             check_parse_reply(data, unpack_from("!H", data)[0], question)
     check_parse_reply(data, 0x4242, question_of("example.com", 1))
-
-
-# -- lists ---------------------------------------------------------------------------------------
-
-def is_normalised(name: str) -> bool:
-    return len(name) <= 253 and _NAME_RE.fullmatch(name) is not None
-
-
-def check_key(key: str, data: Any, tag: str = "lists.name") -> None:
-    name = key[2:] if key.startswith("*.") else key
-    if not is_normalised(name):
-        fail(tag, f"stored name {key!r} is not normalised (lower case, no trailing dot, "
-             "labels 1-63, total <= 253)", data)
-
-
-def check_parsed(parsed: ParsedList, data: Any) -> None:
-    keys: set[str] = set()
-    for kind in (parsed.block, parsed.allow, parsed.nxdomain, parsed.nodata, parsed.local):
-        keys.update(kind)
-    for key in keys:
-        check_key(key, data)
-    if not parsed.wildcard <= keys or any(k.startswith("*") for k in keys - parsed.wildcard):
-        fail("lists.wildcard", "wildcard set differs from the `*.` rules", data)
-    for key, entries in parsed.local.items():
-        for qtype, text in entries:
-            if qtype == 5:
-                check_key(text, data, "lists.local-target")
-            elif qtype in (1, 28):
-                ip = ipaddress.ip_address(text)
-                if ip.version != (4 if qtype == 1 else 6) or str(ip) != text:
-                    fail("lists.local-data", f"{key}: bad address {text!r}", data)
-            else:
-                fail("lists.local-data", f"{key}: local data of type {qtype}", data)
-    try:
-        policy = build_policy([(ListInfo("fuzz"), parsed)])
-    except Exception as err:
-        fail("lists.policy", f"build_policy: {type(err).__name__}: {err}", data)
-        return
-    for key in sorted(keys)[:50]:
-        name = "x." + key[2:] if key.startswith("*.") else key
-        if len(name) <= 253 and policy.match(name) is None:
-            fail("lists.match", f"rule {key!r} does not match {name!r}", data)
-        if not key.startswith("*.") and is_normalised(key):
-            _check_wire_key(key, data)
-
-
-def _check_wire_key(name: str, data: Any) -> None:
-    """The stored key equals what the wire decoder hands the matcher for that name."""
-    packet = pack("!6H", 1, 0x0100, 1, 0, 0, 0) + question_of(name, 1)
-    try:
-        qname = parse_query(packet).qname
-    except WireError as err:
-        fail("lists.wire-key", f"a query for rule {name!r} is rejected: {err}", data)
-        return
-    if qname != name:
-        fail("lists.wire-key", f"rule {name!r} reaches the matcher as {qname!r}", data)
-
-
-def check_lines(lines: list[str]) -> None:
-    """parse_lines never raises and stores only normalised names; iter_rules agrees."""
-    try:
-        parsed = parse_lines(lines, "fuzz")
-        rules = {(kind, key) for _n, _t, (kind, key, _d) in iter_rules(lines, "fuzz")}
-    except Exception as err:
-        fail("lists.escape", f"{type(err).__name__}: {err}", lines)
-        return
-    check_parsed(parsed, lines)
-    stored = {("block", k) for k in parsed.block} | {("allow", k) for k in parsed.allow} | \
-        {("nxdomain", k) for k in parsed.nxdomain} | {("nodata", k) for k in parsed.nodata} | \
-        {("local", k) for k in parsed.local}
-    if rules != stored:
-        fail("lists.iter-rules", f"iter_rules and parse_lines disagree: {rules ^ stored}", lines)
-
-
-def check_normalise(text: str) -> None:
-    """normalise_name: ValueError or a normalised, idempotent name."""
-    try:
-        name = normalise_name(text)
-    except ValueError:
-        return
-    except Exception as err:
-        fail("names.escape", f"{type(err).__name__}: {err}", text)
-        return
-    if not is_normalised(name) or normalise_name(name) != name:
-        fail("names.normalise", f"normalise_name gave {name!r}", text)
-
-
-def check_load(data: bytes, path: Path) -> None:
-    """load_path on any bytes: a ParsedList, or ListError (only for a binary file)."""
-    path.write_bytes(data)
-    try:
-        parsed = load_path(path)
-    except ListError as err:
-        if b"\x00" not in data[:8192]:
-            fail("load.rejected", f"a text file was rejected: {err}", data)
-        return
-    except Exception as err:
-        fail("load.escape", f"{type(err).__name__}: {err}", data)
-        return
-    check_parsed(parsed, data)
-
-
-def corpus(kind: str) -> list[bytes]:
-    """The seed files of one corpus folder (packets, replies, lists), sorted by name."""
-    folder = CORPUS / kind
-    return [p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()]
