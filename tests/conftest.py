@@ -141,3 +141,15 @@ def subprocess_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
+
+
+@pytest.fixture(autouse=True)
+def _reap_children() -> Iterator[None]:
+    """A failed test must not leave a `sinkhole run` child behind (by PID, ours only)."""
+    yield
+    from tests.test_process import Proc
+    for proc in Proc.live:
+        if proc.p.poll() is None:
+            proc.p.kill()
+            proc.p.wait(10)
+    Proc.live.clear()

@@ -21,9 +21,12 @@ from tests.peers.dnsserver import FakeUpstream
 class Proc:
     """`sinkhole run` in a child process; reads its JSON log to learn the bound ports."""
 
+    live: list[Proc] = []      # killed after each test by conftest, even when it failed
+
     def __init__(self, cfg: Path, *extra: str) -> None:
         self.p = subprocess.Popen([*sinkhole_cmd(), "run", "-c", str(cfg), *extra],
                                   stderr=subprocess.PIPE, text=True, env=subprocess_env())
+        Proc.live.append(self)
         self.lines: list[str] = []
         self._seen = 0
         self._cond = threading.Condition()
