@@ -32,8 +32,9 @@ class DaemonThread:
 
     def __init__(self, raw: dict[str, Any]) -> None:
         self.tmp = tempfile.mkdtemp(prefix="sinkhole-test-")
-        raw = {"listen": {"dns": ["127.0.0.1:0"], "http": "127.0.0.1:0"},
-               "storage": {"path": os.path.join(self.tmp, "sinkhole.db")}, **raw}
+        storage = {"path": os.path.join(self.tmp, "sinkhole.db"), **raw.get("storage", {})}
+        raw = {"listen": {"dns": ["127.0.0.1:0"], "http": "127.0.0.1:0"}, **raw,
+               "storage": storage}
         self.config = parse_config(raw)
         self.registry = CollectorRegistry()
         self.loop = asyncio.new_event_loop()
@@ -117,7 +118,8 @@ def dig(port: int, *args: str, timeout: float = 10) -> str:
 
 def write_config(tmp_path: Path, raw: dict[str, Any]) -> Path:
     """A config file for a `sinkhole` child process; its database goes next to it."""
-    raw = {"storage": {"path": str(tmp_path / "state" / "sinkhole.db")}, **raw}
+    storage = {"path": str(tmp_path / "state" / "sinkhole.db"), **raw.get("storage", {})}
+    raw = {**raw, "storage": storage}
     path = tmp_path / "sinkhole.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path

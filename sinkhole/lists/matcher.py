@@ -175,4 +175,5 @@ def build_policy(lists: Sequence[tuple[Any, ParsedList]],
 
 def diff_names(old: Set[str], new: Set[str]) -> tuple[set[str], set[str]]:
     """(added, removed) between two `Policy.names()` results: what retro-hunt searches for."""
-    return {n for n in new if n not in old}, {n for n in old if n not in new}
+    # Set difference runs in C: a comprehension over a million names took ~30 % of a reload.
+    return set(new - old), set(old - new)
