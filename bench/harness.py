@@ -62,8 +62,11 @@ class Bench:
         workdir.mkdir(parents=True, exist_ok=True)
         os.chmod(workdir, 0o755)
         if target == "sinkhole":
+            features = dict(self.features)
+            if not sinkhole_opts.pop("alerts", True):
+                features["alerts"] = False
             server = targets.start_sinkhole(workdir, self.up_port, list_path or self.list_small,
-                                            self.features, self.webhook.url,
+                                            features, self.webhook.url,  # type: ignore[arg-type]
                                             **sinkhole_opts)  # type: ignore[arg-type]
         elif target == "dnsmasq":
             server = targets.start_dnsmasq(workdir, self.up_port, self.names)
@@ -84,6 +87,8 @@ class Bench:
             lat = self.cpu_run(server, str(self.data / lat_file), LATENCY_QPS)
             mem = measure.memory_kb(server.pid)
             posts = self.webhook.posts - posts0
+            scraped = (targets.scrape_metrics(server.extra["http_port"])  # type: ignore[arg-type]
+                       if target == "sinkhole" else None)
         finally:
             server.stop()
         row = {"round": rnd, "target": target, "workload": workload, **tput,
@@ -96,6 +101,7 @@ class Bench:
             db = server.log_path.parent / "state" / "sinkhole.db"
             row["store_db_bytes"] = db.stat().st_size if db.exists() else None
             row["alert_posts"] = posts
+            row["metrics"] = scraped
         targets.remove(server.log_path)   # the hit log of a blocked run is large
         return row
 

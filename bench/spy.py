@@ -41,9 +41,17 @@ def module_of(key: str) -> str:
     return key.rpartition(" (")[2].rstrip(")") or key
 
 
-def summarise(text: str, top: int = 15) -> dict[str, object]:
-    """Per-thread sample shares, then, for the event loop's thread (MainThread) alone, self and
-    inclusive shares per function and self share per module.
+def thread_name(frame: str) -> str:
+    """`thread (2816): Thread-1 (_monitor)` -> `Thread-1 (_monitor)`; pool threads
+    (`asyncio_0`, `asyncio_1`) are one name."""
+    name = frame.partition("): ")[2] or "?"
+    base = name.rstrip("0123456789")
+    return base.rstrip("_") if base.endswith("_") else name
+
+
+def summarise(text: str, top: int = 15, focus: str = "MainThread") -> dict[str, object]:
+    """Per-thread sample shares, then, for one thread alone (`focus`: the event loop's by
+    default), self and inclusive shares per function and self share per module.
 
     Stacks are recorded with `--threads` (first frame `thread (TID): NAME`). Inclusive shares
     leave out frames present in nearly every sample (the interpreter's entry, run_forever...):
@@ -61,17 +69,17 @@ def summarise(text: str, top: int = 15) -> dict[str, object]:
         frames = [f for f in stack.split(";") if f]
         thread = "MainThread"
         if frames and frames[0].startswith("thread ("):
-            thread = frames.pop(0).rpartition(": ")[2].rstrip(")") or "?"
+            thread = thread_name(frames.pop(0))
         total += n
-        threads[thread.rstrip("_0123456789") or thread] += n
-        if thread != "MainThread" or not frames:
+        threads[thread] += n
+        if thread != focus or not frames:
             continue
         frames = [frame_key(f) for f in frames]
         main += n
         own[frames[-1]] += n
         for f in set(frames):
             incl[f] += n
-    out: dict[str, object] = {"samples": total, "main_samples": main,
+    out: dict[str, object] = {"samples": total, "main_samples": main, "focus": focus,
                               "threads": _share(threads, total, top)}
     modules: Counter[str] = Counter()
     for key, n in own.items():
@@ -95,6 +103,13 @@ def record(pid: int, seconds: int, out: Path, fmt: str, rate: int = 250) -> None
     subprocess.run(cmd, check=True, capture_output=True, timeout=seconds + 60)
 
 
+def start_recording(pid: int, seconds: int, out: Path, rate: int = 250) -> subprocess.Popen:
+    """py-spy raw recording in the background (wait() on the result)."""
+    cmd = ["py-spy", "record", "--pid", str(pid), "--duration", str(seconds), "--rate",
+           str(rate), "--nonblocking", "--threads", "--format", "raw", "--output", str(out)]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def under_load(load: Callable[[], object], pid: int, seconds: int, out: Path,
                fmt: str) -> object:
     """Run `load` (a bounded dnsperf call) in a thread and record while it runs."""
@@ -111,8 +126,9 @@ def under_load(load: Callable[[], object], pid: int, seconds: int, out: Path,
 def to_markdown(name: str, summary: dict[str, object], top: int = 12) -> str:
     threads = ", ".join(f"{k} {v}%" for k, v in summary.get("threads", []))  # type: ignore[union-attr]
     lines = [f"#### {name}", "",
-             f"{summary['samples']} samples while busy; by thread: {threads}. The tables: the "
-             f"event loop's thread alone ({summary.get('main_samples', '?')} samples = 100%).",
+             f"{summary['samples']} samples while busy; by thread: {threads}. The tables: "
+             f"thread {summary.get('focus', 'MainThread')} alone "
+             f"({summary.get('main_samples', '?')} samples = 100%).",
              "", "| self % | function | inclusive % | function | self % | module |",
              "| ---: | --- | ---: | --- | ---: | --- |"]
     cols = [summary[k][:top] for k in ("self", "inclusive", "modules")]  # type: ignore[index]

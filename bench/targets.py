@@ -19,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,7 +93,10 @@ class WebhookReceiver:
 
 def sinkhole_config(port: int, http_port: int, upstream: int, list_path: Path, workdir: Path,
                     features: dict[str, bool], webhook: str | None, level: str,
-                    ratelimit: bool = True) -> str:
+                    ratelimit: bool = True, history: bool = True) -> str:
+    """`features` are the optional sections this version accepts (see sinkhole_features). The
+    store is always pointed into `workdir`: it is on whether configured or not, and its
+    default path is outside the benchmark's folder."""
     lines = [
         f'listen: {{dns: ["{measure.SERVER}:{port}"], http: "{measure.SERVER}:{http_port}"}}',
         f'upstreams: ["udp://{measure.SERVER}:{upstream}"]',
@@ -107,18 +111,22 @@ def sinkhole_config(port: int, http_port: int, upstream: int, list_path: Path, w
     if features.get("storage"):
         # its own folder: the daemon gives the store's folder to the user it drops to
         lines.append(f"storage: {{path: {workdir / 'state' / 'sinkhole.db'}}}")
+    if features.get("history") and not history:
+        lines.append("history: {retention: 0}")   # passive-DNS recording of every query off
     if features.get("alerts") and webhook:
         lines.append(f"alerts: {{sinks: [{{type: webhook, url: '{webhook}'}}]}}")
     return "\n".join(lines) + "\n"
 
 
 def sinkhole_features(workdir: Path, list_path: Path) -> dict[str, bool]:
-    """Which of storage / alerts this sinkhole's check-config accepts (each probed alone)."""
+    """Which of storage / alerts / history this sinkhole's check-config accepts (each probed
+    alone; history is probed with `retention: 0`, the only value the bench writes)."""
     found = {}
-    for feature in ("storage", "alerts"):
+    for feature in ("storage", "alerts", "history"):
         cfg = workdir / f"probe-{feature}.yaml"
         cfg.write_text(sinkhole_config(53530, 53531, 53532, list_path, workdir,
-                                       {feature: True}, "http://127.0.0.1:9/hook", "warning"))
+                                       {feature: True}, "http://127.0.0.1:9/hook", "warning",
+                                       history=False))
         rc = subprocess.run([sys.executable, "-m", "sinkhole.cli", "check-config", "-c",
                              str(cfg)], capture_output=True, timeout=60, check=False).returncode
         found[feature] = rc == 0
@@ -135,12 +143,12 @@ def _spawn(name: str, cmd: list[str], port: int, workdir: Path) -> Server:
 
 def start_sinkhole(workdir: Path, upstream: int, list_path: Path, features: dict[str, bool],
                    webhook: str | None, level: str = "warning", ratelimit: bool = True,
-                   wrapper: tuple[str, ...] = ()) -> Server:
+                   history: bool = True, wrapper: tuple[str, ...] = ()) -> Server:
     """As a user runs it; `wrapper` (diagnostics only) runs it through bench/gcstats.py."""
     port, http_port = measure.free_port(), measure.free_port()
     cfg = workdir / "sinkhole.yaml"
     cfg.write_text(sinkhole_config(port, http_port, upstream, list_path, workdir, features,
-                                   webhook, level, ratelimit))
+                                   webhook, level, ratelimit, history))
     entry = list(wrapper) if wrapper else ["-m", "sinkhole.cli"]
     server = _spawn("sinkhole", [sys.executable, *entry, "run", "-c", str(cfg)], port, workdir)
     server.extra["http_port"] = http_port
@@ -240,3 +248,29 @@ def json_event(path: Path, event: str) -> dict[str, object] | None:
                 except ValueError:
                     continue
     return found
+
+
+# Metric families worth keeping with a run: is the store keeping up, were alerts sent.
+SCRAPED = ("sinkhole_store_", "sinkhole_alert", "sinkhole_blocked_queries_total",
+           "sinkhole_cache_entries")
+
+
+def scrape_metrics(http_port: int) -> dict[str, float] | None:
+    """A few samples from sinkhole's /metrics (127.0.0.1), summed over their labels."""
+    url = f"http://{measure.SERVER}:{http_port}/metrics"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(SCRAPED) and not line.startswith("#"):
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            if name.endswith("_created"):   # counters' creation timestamps, not counts
+                continue
+            try:
+                out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+            except ValueError:
+                continue
+    return out

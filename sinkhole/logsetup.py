@@ -31,6 +31,8 @@ class JsonFormatter(logging.Formatter):
                 out[k] = v
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:   # formatted already by the queue handler (see prepare)
+            out["exc"] = record.exc_text
         return json.dumps(out, default=str, ensure_ascii=True)
 
 

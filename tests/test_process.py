@@ -119,3 +119,18 @@ def test_port_in_use_is_a_runtime_failure(tmp_path: Path) -> None:
                              text=True, timeout=30, env=subprocess_env(), check=False)
         assert res.returncode == 1
         assert "cannot start" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_json_log_keeps_tracebacks(capsys) -> None:
+    import logging
+
+    from sinkhole.logsetup import setup_logging, stop_logging
+    setup_logging("info", "json")
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("sinkhole.test").exception("it failed")
+    stop_logging()
+    logging.getLogger().handlers.clear()
+    rec = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert rec["msg"] == "it failed" and "ValueError: boom" in rec["exc"]

@@ -111,6 +111,12 @@ class UpstreamPool:
             start = loop.time()
             try:
                 reply = await up.query(question, do, cd, share)
+            except OSError as err:   # any socket-level surprise is this upstream's failure
+                err = UpstreamError(f"{err.strerror or err}")
+                up.failed_at = time.monotonic()
+                reason, timed_out = f"{up.name}: {err}", False
+                self._report(up.name, "error", loop.time() - start)
+                continue
             except UpstreamError as err:
                 up.failed_at = time.monotonic()
                 reason, timed_out = f"{up.name}: {err}", str(err) == "timeout"

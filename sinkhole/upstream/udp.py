@@ -21,7 +21,10 @@ async def udp_exchange(addr: tuple[str, int], family: int, packet: bytes, txid: 
                        question: bytes, timeout: float, on_forged=None) -> Reply:
     """Send `packet` and wait for the first datagram that really answers it."""
     loop = asyncio.get_running_loop()
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError as err:   # EMFILE/ENFILE under a flood: SERVFAIL, not a lost query
+        raise UpstreamError(f"udp: cannot open a socket: {err.strerror or err}") from None
     sock.setblocking(False)
     fut: asyncio.Future[Reply] = loop.create_future()
 
