@@ -155,3 +155,17 @@ def _reap_children() -> Iterator[None]:
             proc.p.kill()
             proc.p.wait(10)
     Proc.live.clear()
+
+
+def load_soak() -> Any:
+    """bench/soak.py (a script, not a package): the daemon child, dnsperf runner and /proc
+    readers that the fault and soak tests share with the benchmark."""
+    import importlib.util
+    name = "sinkhole_bench_soak"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "soak.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]

@@ -9,7 +9,6 @@ The daemon runs as a child process (`sinkhole run`) where its memory is measured
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
@@ -22,7 +21,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import dns.exception
@@ -32,23 +30,11 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from tests.conftest import DaemonThread
+from tests.conftest import DaemonThread, load_soak
 from tests.peers.dnsserver import FakeUpstream, default_answer, forge_replies
 from tests.peers.receiver import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_soak() -> ModuleType:
-    """bench/soak.py (not a package): the daemon child, dnsperf runner and /proc readers."""
-    name = "sinkhole_bench_soak"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "soak.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 soak = load_soak()

@@ -4,26 +4,14 @@ rewritten and reloaded every 4 s. The real one: `python bench/soak.py --minutes 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
+from tests.conftest import load_soak
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_soak() -> ModuleType:
-    name = "sinkhole_bench_soak"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / "soak.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 soak = load_soak()
