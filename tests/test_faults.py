@@ -702,7 +702,7 @@ def test_broken_config_and_hostile_lists_keep_the_policy(service_dir: Path) -> N
             assert report["entries"] == DISTINCT + 1 and report["parse_errors"] == 0
             assert ask(child.dns_port, "n99999.big.test")[0].rcode() == dns.rcode.NXDOMAIN
             assert ask(child.dns_port, "keep.test")[0].rcode() == dns.rcode.NXDOMAIN
-            assert not watch.failures and watch.count > 20, watch.failures[:5]
+            assert not watch.failures and watch.count > 10, watch.failures[:5]
             # every query answered within a stub resolver's 5 s; the slowest is reported
             # (0.7-2.3 s seen here: the event loop starves while the parse thread runs)
             assert watch.slowest < 5.0

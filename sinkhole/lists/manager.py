@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -151,7 +152,15 @@ class ListManager:
         """Reload every list off the event loop, then swap. Concurrent calls queue up."""
         async with self._lock:
             sig = await asyncio.to_thread(self.signature)
-            policy, result, good = await asyncio.to_thread(self.build, reason)
+            # The parse is CPU-bound Python in a thread: with the default 5 ms GIL switch
+            # interval the event loop waits up to 5 ms at every syscall return, so queries
+            # crawl during a big reload. A short interval while parsing keeps DNS responsive.
+            switch = sys.getswitchinterval()
+            sys.setswitchinterval(min(switch, 0.0005))
+            try:
+                policy, result, good = await asyncio.to_thread(self.build, reason)
+            finally:
+                sys.setswitchinterval(switch)
             self._good = good
             self._sigs = self._new_sigs
             self._last_sig = sig
