@@ -8,6 +8,7 @@ hostile file costs time, not memory.
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,8 +72,14 @@ def _lines(path: Path) -> Iterator[str]:
             raw.seek(0)
             with io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace") as text:
                 readline = text.readline
+                n = 0
                 while line := readline(MAX_LINE + 1):
                     yield line
+                    n += 1
+                    if not n & 0x3FF:
+                        # Parsing runs in a worker thread beside the event loop: hand over
+                        # the GIL every 1,024 lines so queries are not starved by a reload.
+                        time.sleep(0)
                     if len(line) > MAX_LINE and not line.endswith("\n"):
                         while (rest := readline(MAX_LINE + 1)) and not rest.endswith("\n"):
                             pass
