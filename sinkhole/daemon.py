@@ -157,6 +157,11 @@ class Daemon:
         except StoreError as err:
             raise StartupError(f"storage.path: {err}") from None
         self.metrics.watch_store(self.store)
+        # Read at scrape time: the delivery loop's own updates only come with its next poll.
+        self.metrics.outbox_pending.set_function(
+            lambda: self.store.stats.get("outbox_pending", 0))
+        self.metrics.outbox_oldest.set_function(
+            lambda: self.store.stats.get("oldest_pending_age", 0.0))
 
     def _on_store_error(self, message: str) -> None:
         """Writer thread: a failed commit (disk full, read-only, locked). Nothing is lost:
