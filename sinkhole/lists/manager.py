@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sinkhole.lists.loader import ListError, list_files, load_path
-from sinkhole.lists.matcher import Policy, build_policy, diff_names
+from sinkhole.lists.matcher import Policy, build_policy, diff_names, drain, stale_tables
 from sinkhole.lists.parse import ParsedList
 
 log = logging.getLogger(__name__)
@@ -137,7 +137,8 @@ class ListManager:
         for rep in reports:
             if rep.kind != "block":
                 continue
-            new_names, gone = diff_names(old.names(rep.name), policy.names(rep.name))
+            new_names, gone = diff_names(old.names(rep.name), policy.names(rep.name),
+                                         pause=_yield)
             rep.added, rep.removed = len(new_names), len(gone)
             if new_names:
                 added[rep.name] = new_names
@@ -161,6 +162,7 @@ class ListManager:
                 policy, result, good = await asyncio.to_thread(self.build, reason)
             finally:
                 sys.setswitchinterval(switch)
+            old_policy = self.policy
             self._good = good
             self._sigs = self._new_sigs
             self._last_sig = sig
@@ -168,6 +170,11 @@ class ListManager:
             self.last_result = result
             self.on_swap(policy, result)
             self._log(result)
+            # Free the replaced version in slices off the loop, not in one GIL-holding dealloc.
+            stale = stale_tables(old_policy, policy)
+            del old_policy
+            if stale:
+                await asyncio.to_thread(drain, stale, _yield)
         async with self._reloaded:
             self.generation += 1
             self._reloaded.notify_all()
@@ -254,3 +261,8 @@ class ListManager:
 def _stat(path: Any) -> tuple[int, int, int]:
     st = os.stat(path)
     return st.st_mtime_ns, st.st_size, st.st_ino
+
+
+def _yield() -> None:
+    """Hand the GIL to the event loop (a reload runs in a worker thread beside it)."""
+    time.sleep(0)

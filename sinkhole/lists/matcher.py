@@ -15,7 +15,7 @@ second copy of a million names.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -173,7 +173,46 @@ def build_policy(lists: Sequence[tuple[Any, ParsedList]],
     return Policy(exact, sub, bulk, infos)
 
 
-def diff_names(old: Set[str], new: Set[str]) -> tuple[set[str], set[str]]:
-    """(added, removed) between two `Policy.names()` results: what retro-hunt searches for."""
-    # Set difference runs in C: a comprehension over a million names took ~30 % of a reload.
-    return set(new - old), set(old - new)
+def diff_names(old: Set[str], new: Set[str],
+               pause: Callable[[], None] | None = None) -> tuple[set[str], set[str]]:
+    """(added, removed) between two `Policy.names()` results: what retro-hunt searches for.
+
+    Runs in the reload thread. One C-level set difference over a million names holds the GIL
+    for tens of milliseconds and stalls DNS; with `pause` (e.g. `time.sleep(0)`) the work is
+    done in slices that hand the GIL back to the event loop between them.
+    """
+    if old is new:
+        return set(), set()
+    if pause is None:
+        return set(new - old), set(old - new)
+    return _missing(new, old, pause), _missing(old, new, pause)
+
+
+def _missing(items: Set[str], other: Set[str], pause: Callable[[], None]) -> set[str]:
+    out = set()
+    for i, name in enumerate(items):
+        if name not in other:
+            out.add(name)
+        if not i & 0x3FFF:
+            pause()
+    return out
+
+
+def drain(sets: Iterable[Any], pause: Callable[[], None]) -> None:
+    """Empty sets and dicts a few thousand entries at a time: freeing a million-name set in
+    one go is one C call that holds the GIL (and DNS) for ~100 ms."""
+    for s in sets:
+        while s:
+            for _ in range(min(8192, len(s))):
+                if isinstance(s, dict):
+                    s.popitem()
+                else:
+                    s.pop()
+            pause()
+
+
+def stale_tables(old: Policy, new: Policy) -> list[Any]:
+    """The tables of `old` that `new` does not share (unchanged lists keep their sets)."""
+    keep = {id(t) for t in (new._exact, new._sub, *(names for _r, _v, names in new._bulk))}
+    tables = [old._exact, old._sub, *(names for _r, _v, names in old._bulk)]
+    return [t for t in tables if id(t) not in keep and isinstance(t, set | dict)]
