@@ -11,6 +11,7 @@ from argparse import Namespace
 from pathlib import Path
 
 from sinkhole.config import Config
+from sinkhole.config.values import HostPort
 from sinkhole.lists.loader import ListError, find_rule, load_path
 from sinkhole.lists.matcher import build_policy
 from sinkhole.lists.parse import normalise_name
@@ -122,7 +123,7 @@ def reload_daemon(config: Config) -> int:
               file=sys.stderr)
         return EXIT_RUNTIME
     host = "127.0.0.1" if hp.host == "0.0.0.0" else "::1" if hp.host == "::" else hp.host
-    url = f"http://{HostDisplay(host)}:{hp.port}/api/v1/reload"
+    url = f"http://{HostPort(host, hp.port).display()}/api/v1/reload"
     req = urllib.request.Request(url, method="POST", headers=_auth_headers(config))
     try:
         with urllib.request.urlopen(req, timeout=120) as resp:
@@ -138,10 +139,6 @@ def reload_daemon(config: Config) -> int:
               f"{rep['parse_errors']} bad lines" + (f", ERROR {rep['error']}" if rep["error"]
                                                      else ""))
     return EXIT_OK if body.get("ok") else EXIT_RUNTIME
-
-
-def HostDisplay(host: str) -> str:  # noqa: N802 - reads like a format helper
-    return f"[{host}]" if ":" in host else host
 
 
 def _auth_headers(config: Config) -> dict[str, str]:

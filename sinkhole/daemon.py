@@ -26,16 +26,15 @@ from sinkhole.clients.names import ClientNames
 from sinkhole.config import Config
 from sinkhole.config.values import HostPort
 from sinkhole.dns.block import BlockAnswers
-from sinkhole.hits import HitRecorder
+from sinkhole.hits import HitRecorder, store_event
 from sinkhole.lists.manager import ListManager, ReloadResult
 from sinkhole.lists.matcher import Policy
 from sinkhole.metrics import Metrics
 from sinkhole.ratelimit import RateLimiter
 from sinkhole.resolver import Resolver, special_names
-from sinkhole.retro import hunt, log_find, to_event
+from sinkhole.retro import hunt, log_find
 from sinkhole.server import Listeners
 from sinkhole.store import Store, StoreError
-from sinkhole.store.events import HitEvent
 from sinkhole.store.queries import open_reader, query_hits
 from sinkhole.upstream.pool import UpstreamPool, default_upstreams
 
@@ -170,12 +169,7 @@ class Daemon:
                   extra={"event": "store_error"})
 
     def _store_hit(self, ev: dict[str, Any]) -> None:
-        if not self.store.record_hit(HitEvent(
-                time=ev["time"], client_ip=ev["client"], client_name=ev["client_name"],
-                qname=ev["qname"], qtype=ev["qtype"], list=ev["list"],
-                category=ev["category"], severity=ev["severity"], rule=ev["rule"],
-                action=ev["action"], transport=ev["transport"], kind=ev["kind"],
-                count=ev.get("count", 1))):
+        if not self.store.record_hit(store_event(ev)):
             log.error("store queue full: hit dropped (client %s, %s)", ev["client"],
                       ev["qname"], extra={"event": "hit_dropped"})
 
@@ -219,7 +213,7 @@ class Daemon:
             log.exception("retro-hunt failed")
             return
         for find in finds:
-            self.store.record_hit(to_event(find))
+            self.store.record_hit(store_event(find))
             log_find(find)
         if finds:
             self.alerts.on_retro(finds)
@@ -293,8 +287,10 @@ async def serve(config: Config, *, shutdown_trigger: Callable[[], Awaitable[Any]
     daemon = Daemon(config, registry=registry)
     await daemon.start()
     # Listeners are bound and lists loaded: give up root (outside systemd), then tell systemd.
-    privdrop.own_state_dir(os.path.dirname(config.storage.path))
-    privdrop.drop_privileges()
+    if privdrop.should_drop():
+        target = privdrop.resolve_target()   # once: chown and drop agree, one warning at most
+        privdrop.own_state_dir(os.path.dirname(config.storage.path), target=target)
+        privdrop.drop_privileges(target=target)
     sdnotify.ready(f"serving DNS on {', '.join(h.display() for h in daemon.dns_bound)}")
     daemon._spawn(sdnotify.watchdog_loop(lambda: daemon.serving))
     if on_started is not None:

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sinkhole.lists.matcher import Verdict
 from sinkhole.metrics import QTYPES, Metrics
+from sinkhole.store.events import HitEvent
 
 log = logging.getLogger("sinkhole.hit")
 
@@ -139,6 +140,16 @@ class HitRecorder:
         log.warning("hit: %s asked for %s (list %s)", client, escape(q.qname), info.name,
                     extra={k: (escape(v) if k == "qname" else v) for k, v in event.items()
                            if k != "time"})
+
+
+def store_event(ev: Mapping[str, Any]) -> HitEvent:
+    """The store's record of one hit event dict (query, cname, flood or retro)."""
+    return HitEvent(time=ev["time"], client_ip=ev["client"], client_name=ev["client_name"],
+                    qname=ev["qname"], qtype=ev["qtype"], list=ev["list"],
+                    category=ev["category"], severity=ev["severity"], rule=ev["rule"],
+                    action=ev["action"], transport=ev["transport"], kind=ev["kind"],
+                    first_seen=ev.get("first_seen"), last_seen=ev.get("last_seen"),
+                    count=ev.get("count", 1))
 
 
 def escape(name: str) -> str:

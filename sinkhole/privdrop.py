@@ -62,14 +62,10 @@ def resolve_target(user: str | None = None, group: str | None = None) -> Target:
     if pw.pw_uid == 0 or gid == 0:
         raise PrivilegeError(f"user {pw.pw_name!r} (uid {pw.pw_uid}, gid {gid}) is root; "
                              "pick an unprivileged user")
-    if user is None and pw.pw_name != DEFAULT_USERS[0] and not _warned:
-        _warned.append(True)   # resolve_target runs twice (chown, then drop): say it once
+    if user is None and pw.pw_name != DEFAULT_USERS[0]:
         log.warning("no %r user; dropping to %r (create a system user %r to own the state)",
                     DEFAULT_USERS[0], pw.pw_name, DEFAULT_USERS[0])
     return Target(pw.pw_name, pw.pw_uid, gid)
-
-
-_warned: list[bool] = []
 
 
 def _lookup_user(user: str | None) -> pwd.struct_passwd:
@@ -85,7 +81,7 @@ def _lookup_user(user: str | None) -> pwd.struct_passwd:
 
 
 def own_state_dir(path: str | os.PathLike[str], user: str | None = None,
-                  group: str | None = None) -> int:
+                  group: str | None = None, *, target: Target | None = None) -> int:
     """Give the state directory (SQLite store, list checkouts) to the user we will drop to.
 
     Call it as root, after the store is opened and before `drop_privileges()`: files root
@@ -96,7 +92,7 @@ def own_state_dir(path: str | os.PathLike[str], user: str | None = None,
     """
     if not should_drop():
         return 0
-    target = resolve_target(user, group)
+    target = target or resolve_target(user, group)
     os.makedirs(path, mode=0o700, exist_ok=True)
     top = os.path.realpath(path)  # the configured path is trusted; only its contents are not
     changed = _chown_if_needed(top, None, target)
@@ -114,7 +110,8 @@ def _chown_if_needed(name: str | os.PathLike[str], dirfd: int | None, target: Ta
     return 1
 
 
-def drop_privileges(user: str | None = None, group: str | None = None) -> str | None:
+def drop_privileges(user: str | None = None, group: str | None = None, *,
+                    target: Target | None = None) -> str | None:
     """Become `user` for good when running as root outside systemd; return its name.
 
     Returns None (and changes nothing) when not root or under systemd. Call it after every
@@ -122,7 +119,7 @@ def drop_privileges(user: str | None = None, group: str | None = None) -> str | 
     """
     if not should_drop():
         return None
-    target = resolve_target(user, group)
+    target = target or resolve_target(user, group)
     try:
         # Supplementary groups first (root's would survive the uid change), then the gid while
         # we may still change it, then real, effective and saved uid together.

@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sinkhole.store.events import HitEvent
 from sinkhole.store.queries import open_reader, recorded_retro, retrohunt
 
 log = logging.getLogger("sinkhole.hit")
@@ -50,14 +49,6 @@ def _find(row: Mapping[str, Any], info: Any, names: Any) -> dict[str, Any]:
         "transport": None, "first_seen": row["first_seen"], "last_seen": row["last_seen"],
         "count": row["count"],
     }
-
-
-def to_event(find: Mapping[str, Any]) -> HitEvent:
-    return HitEvent(time=find["time"], client_ip=find["client"],
-                    client_name=find["client_name"], qname=find["qname"], qtype=find["qtype"],
-                    list=find["list"], category=find["category"], severity=find["severity"],
-                    rule=find["rule"], action=find["action"], transport=find["transport"],
-                    kind="retro", first_seen=find["first_seen"], last_seen=find["last_seen"])
 
 
 def log_find(find: Mapping[str, Any]) -> None:

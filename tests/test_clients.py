@@ -64,7 +64,7 @@ ACL = AccessList(["10.0.0.0/8", "192.168.1.0/24", "127.0.0.1", "2001:db8:1::/48"
     [
         ("10.1.2.3", True),
         ("10.255.255.255", True),
-        ("11.0.0.1", False),
+        ("203.0.113.1", False),
         ("192.168.1.200", True),
         ("192.168.2.1", False),
         ("127.0.0.1", True),
@@ -89,7 +89,7 @@ def test_access_list_mapped_rule_matches_plain_ipv4_client() -> None:
     acl = AccessList(["::ffff:10.0.0.0/104"])
     assert acl.allowed("10.9.9.9")
     assert acl.allowed("::ffff:10.9.9.9")
-    assert not acl.allowed("11.0.0.1")
+    assert not acl.allowed("203.0.113.1")
 
 
 def test_access_list_empty_allows_nobody() -> None:

@@ -298,7 +298,7 @@ def test_spray_udp_sends_exactly_count_datagrams_cycling_payloads() -> None:
         got = [sink.recv(10) for _ in range(5)]
     assert sent == 5 and got == [b"a", b"b", b"a", b"b", b"a"]
     with pytest.raises(ValueError):
-        spray_udp(("192.0.2.1", 53), [b"x"], 1)
+        spray_udp(("192.0.2.1", 5300), [b"x"], 1)
 
 
 def test_upstream_spray_comes_from_its_own_port_with_forged_txids(up: FakeUpstream) -> None:

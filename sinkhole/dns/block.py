@@ -7,7 +7,6 @@ address records, the EDE-carrying OPT records. Per query we only join bytes.
 
 from __future__ import annotations
 
-import ipaddress
 from struct import pack
 
 from sinkhole.dns.reply import (
@@ -31,8 +30,6 @@ from sinkhole.dns.wire import (
     TYPE_CNAME,
     Query,
 )
-
-_TYPE_CODES = {"A": TYPE_A, "AAAA": TYPE_AAAA}
 
 
 class BlockAnswers:
@@ -136,18 +133,3 @@ def encode_name(name: str) -> bytes:
             raise ValueError(f"bad label in {name!r}")
         out += bytes([len(raw)]) + raw
     return out + b"\x00"
-
-
-def parse_qtype(text: str | int) -> int:
-    """'A' -> 1; numbers pass through (RPZ local data uses type names)."""
-    if isinstance(text, int):
-        return text
-    return _TYPE_CODES.get(text.upper(), 0)
-
-
-def is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True

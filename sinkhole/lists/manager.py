@@ -87,7 +87,7 @@ class ListManager:
             parsed = self._good[key]
             self._new_sigs[key] = sig
             report.parse_errors, report.unsupported = parsed.error_count, parsed.unsupported
-            report.entries = parsed.rules if kind == "block" else len(parsed.block | parsed.allow)
+            report.entries = _entries(parsed, kind)
             return parsed, report
         try:
             parsed = load_path(path)
@@ -100,15 +100,14 @@ class ListManager:
                 report.error = f"{path}: no valid rule, {parsed.error_count} bad lines"
                 report.parse_errors = parsed.error_count
                 parsed = self._good[key]
-                report.entries = parsed.rules if kind == "block" else len(parsed.block)
-                report.seconds = round(time.perf_counter() - start, 4)
-                return parsed, report
-            if sig is not None:
-                self._new_sigs[key] = sig
-            report.parse_errors = parsed.error_count
-            report.unsupported = parsed.unsupported
-            report.first_errors = [f"{e.source}:{e.line}: {e.reason}" for e in parsed.errors[:5]]
-        report.entries = parsed.rules if kind == "block" else len(parsed.block | parsed.allow)
+            else:
+                if sig is not None:
+                    self._new_sigs[key] = sig
+                report.parse_errors = parsed.error_count
+                report.unsupported = parsed.unsupported
+                report.first_errors = [f"{e.source}:{e.line}: {e.reason}"
+                                       for e in parsed.errors[:5]]
+        report.entries = _entries(parsed, kind)
         report.seconds = round(time.perf_counter() - start, 4)
         return parsed, report
 
@@ -266,3 +265,8 @@ def _stat(path: Any) -> tuple[int, int, int]:
 def _yield() -> None:
     """Hand the GIL to the event loop (a reload runs in a worker thread beside it)."""
     time.sleep(0)
+
+
+def _entries(parsed: ParsedList, kind: str) -> int:
+    """What a report and the metrics call a list's size: acting rules, or allow names."""
+    return parsed.rules if kind == "block" else len(parsed.block | parsed.allow)

@@ -13,7 +13,7 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 
-from sinkhole.config.values import UpstreamURL
+from sinkhole.config.values import UpstreamURL, parse_upstream
 from sinkhole.dns.message import Reply, build_query
 from sinkhole.upstream.doh import DohUpstream
 from sinkhole.upstream.stream import StreamUpstream
@@ -111,13 +111,7 @@ class UpstreamPool:
             start = loop.time()
             try:
                 reply = await up.query(question, do, cd, share)
-            except OSError as err:   # any socket-level surprise is this upstream's failure
-                err = UpstreamError(f"{err.strerror or err}")
-                up.failed_at = time.monotonic()
-                reason, timed_out = f"{up.name}: {err}", False
-                self._report(up.name, "error", loop.time() - start)
-                continue
-            except UpstreamError as err:
+            except (UpstreamError, OSError) as err:   # any socket surprise: this upstream failed
                 up.failed_at = time.monotonic()
                 reason, timed_out = f"{up.name}: {err}", str(err) == "timeout"
                 self._report(up.name, "timeout" if timed_out else "error", loop.time() - start)
@@ -157,7 +151,6 @@ def default_upstreams(own: Sequence[tuple[str, int]],
                         found.append(host)
     except OSError:
         pass
-    from sinkhole.config.values import parse_upstream
     urls = []
     for host in found:
         try:
