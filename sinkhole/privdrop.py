@@ -16,6 +16,8 @@ import os
 import pwd
 from dataclasses import dataclass
 
+from sinkhole.errors import SinkholeError
+
 log = logging.getLogger(__name__)
 
 # A dedicated system user first (`useradd --system --no-create-home sinkhole`); `nobody` is the
@@ -23,7 +25,7 @@ log = logging.getLogger(__name__)
 DEFAULT_USERS = ("sinkhole", "nobody")
 
 
-class PrivilegeError(Exception):
+class PrivilegeError(SinkholeError):
     """Running as root and unable to become the unprivileged user; the daemon must not go on."""
 
 

@@ -25,12 +25,13 @@ from sinkhole import __version__
 from sinkhole.alerts.payload import render_webhook, sign
 from sinkhole.alerts.render import render_alertmanager, render_slack
 from sinkhole.config.loader import redact_secret
+from sinkhole.errors import SinkholeError
 
 USER_AGENT = f"sinkhole/{__version__}"
 BODY_SNIPPET = 200
 
 
-class AlertSetupError(Exception):
+class AlertSetupError(SinkholeError):
     """The alert config cannot be used (unreadable secret file, duplicate sink name)."""
 
 

@@ -19,10 +19,12 @@ from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 import yaml
 
+from sinkhole.errors import SinkholeError
+
 T = TypeVar("T")
 
 
-class ConfigError(Exception):
+class ConfigError(SinkholeError):
     """The config cannot be used; `errors` lists every problem as 'key.path: message'."""
 
     def __init__(self, errors: list[str]):

@@ -17,6 +17,7 @@ from sinkhole.config.values import (
     one_of,
     parse_hostport,
     parse_network,
+    parse_size,
     parse_upstream,
     positive_int,
 )
@@ -40,7 +41,8 @@ def list_of(parse: Callable[[Any], Any], what: str) -> Callable[[Any], tuple[Any
             try:
                 out.append(parse(item))
             except ValueError as err:
-                raise ValueError(f"[{i}]: {err}") from None
+                msg = str(err)
+                raise ValueError(f"[{i}]{msg}" if msg[:1] in "[." else f"[{i}]: {msg}") from None
         return tuple(out)
     return check
 
@@ -81,8 +83,13 @@ class Access:
 @dataclass(frozen=True)
 class Cache:
     max_entries: int = setting(100_000, check=positive_int)
+    # Bytes of cached wire data (answers up to 64 KiB over TCP): entries alone do not bound
+    # memory. 64 MiB holds ~300k typical answers.
+    max_bytes: int = setting(64 << 20, check=parse_size)
     serve_stale: Duration = 86400.0    # RFC 8767: how long past expiry an answer may serve
-    max_ttl: Duration = 86400.0
+    max_ttl: Duration = 86400.0        # no answer is kept longer, whatever its TTL says
+    # RFC 2308 section 5 suggests 1-3 hours at most for negative answers.
+    max_negative_ttl: Duration = 3600.0
     enabled: bool = True
 
 
@@ -96,6 +103,8 @@ class Log:
 class Server:
     tcp_idle_timeout: Duration = 10.0        # RFC 7766 suggests seconds, not minutes
     tcp_max_connections: int = setting(512, check=positive_int)
+    # One client (a broken or hostile device) cannot take every TCP slot.
+    tcp_max_connections_per_client: int = setting(32, check=positive_int)
     tcp_max_queries_in_flight: int = setting(100, check=positive_int)
     drain_timeout: Duration = 5.0            # SIGTERM: how long in-flight queries may finish
 
@@ -302,6 +311,8 @@ class Config:
     upstreams: tuple[UpstreamURL, ...] = setting((), check=_upstream_list)
     upstream_timeout: Duration = 2.0
     upstream_ca_file: str | None = None   # extra CA bundle for tls:// and https:// upstreams
+    # Distinct questions waiting on upstreams at once; beyond it: SERVFAIL with EDE, counted.
+    upstream_max_in_flight: int = setting(4096, check=positive_int)
     access: Access = field(default_factory=Access)
     cache: Cache = field(default_factory=Cache)
     log: Log = field(default_factory=Log)

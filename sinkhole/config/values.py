@@ -6,7 +6,9 @@ names the bad value and what was expected; loader.py prefixes the key path.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +33,9 @@ class UpstreamURL:
     port: int
     tls_name: str | None = None
     url: str = ""
+    # 0x20 (draft-vixie-dnsext-dns0x20): random letter case in our questions, checked in the
+    # reply; off (`randomize_case: false`) for the rare upstream that does not echo it.
+    randomize_case: bool = True
 
     def display(self, redact: bool = True) -> str:
         return self.url
@@ -71,11 +76,22 @@ _DEFAULT_PORTS = {"udp": 53, "tcp": 53, "tls": 853, "https": 443}
 
 
 def parse_upstream(value: Any) -> UpstreamURL:
-    """udp://IP[:port], tcp://IP[:port], tls://IP[:port]#name, https://host[:port]/path.
+    """udp://IP[:port], tcp://IP[:port], tls://IP[:port]#name, https://host[:port]/path, or a
+    mapping `{url: ..., randomize_case: false}` for an upstream that breaks 0x20.
 
     A bare IP[:port] means UDP. DNS upstreams must be IP literals: resolving an upstream's name
     through ourselves would be a loop at start-up.
     """
+    if isinstance(value, dict):
+        unknown = sorted(set(value) - {"url", "randomize_case"})
+        if unknown:
+            raise ValueError(f"unknown key {unknown[0]!r} (known: randomize_case, url)")
+        if "url" not in value:
+            raise ValueError(".url: missing (the upstream URL)")
+        case = value.get("randomize_case", True)
+        if not isinstance(case, bool):
+            raise ValueError(f".randomize_case: expected true or false, found {case!r}")
+        return dataclasses.replace(parse_upstream(value["url"]), randomize_case=case)
     bad = ValueError(f"{value!r} is not a valid upstream URL (like udp://9.9.9.9:53, "
                      "tls://9.9.9.9:853#dns.quad9.net, https://dns.quad9.net/dns-query)")
     if not isinstance(value, str) or not value:
@@ -128,3 +144,19 @@ def positive_int(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{value!r} is not a positive integer")
     return value
+
+
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB|k|K|M|G)?\s*$")
+_SIZE_UNITS = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "k": 1 << 10,
+               "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "KB": 1000, "MB": 1000**2,
+               "GB": 1000**3}
+
+
+def parse_size(value: Any) -> int:
+    """A byte count: 65536, '64KiB', '128MiB', '1GiB' (a bare number means bytes)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    m = _SIZE.match(str(value)) if isinstance(value, str) else None
+    if not m or int(m.group(1)) == 0:
+        raise ValueError(f"{value!r} is not a size (like 65536, 64KiB, 128MiB, 1GiB)")
+    return int(m.group(1)) * _SIZE_UNITS[m.group(2)]

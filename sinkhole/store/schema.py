@@ -11,6 +11,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
+from sinkhole.errors import SinkholeError
+
 # Step N brings a database from version N-1 to N.  The history and outbox tables came after the
 # first release of hits/sightings; keeping them as separate steps is what lets a v1 file upgrade.
 MIGRATIONS: Sequence[Sequence[str]] = (
@@ -90,7 +92,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
 
 
-class StoreError(Exception):
+class StoreError(SinkholeError):
     """The store cannot be opened or used; the message is one line an operator can act on."""
 
 
