@@ -6,22 +6,40 @@ import asyncio
 import hmac
 import json
 import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from sinkhole.config.loader import parse_duration
 from sinkhole.store.queries import open_reader, query_clients, query_history, query_hits
 
-DAEMON_KEY: web.AppKey[Any] = web.AppKey("daemon", object)
+
+@dataclass(frozen=True)
+class Admin:
+    """All the HTTP side may see of the daemon, and all it may do: read the store (its own
+    read-only connections to `db_path`), scrape `registry`, start a reload, read the last
+    reload's report, and ask whether DNS is serving. Not the daemon: a handler cannot reach
+    the pipeline, the cache or the store's writer."""
+
+    db_path: str
+    registry: CollectorRegistry
+    reload: Callable[[str], Awaitable[Any]]
+    last_reload: Callable[[], Any]
+    serving: Callable[[], bool]
+    ready: Callable[[], bool]
 
 
-def build_app(daemon: Any, token: str | None = None) -> web.Application:
+ADMIN_KEY: web.AppKey[Admin] = web.AppKey("admin", Admin)
+
+
+def build_app(admin: Admin, token: str | None = None) -> web.Application:
     """`token`: when set, every /api/ request needs `Authorization: Bearer <token>`;
     /metrics and the health checks stay open (Prometheus and probes need no secret)."""
     app = web.Application(middlewares=[_auth(token)] if token else [])
-    app[DAEMON_KEY] = daemon
+    app[ADMIN_KEY] = admin
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
@@ -60,7 +78,7 @@ def _since(q: Any) -> float | None:
 
 async def _read(request: web.Request, fn: Any, **kw: Any) -> web.Response:
     """Run a store query on its own read-only connection in a thread (never on the loop)."""
-    path = request.app[DAEMON_KEY].config.storage.path
+    path = request.app[ADMIN_KEY].db_path
 
     def run() -> Any:
         conn = open_reader(path)
@@ -103,12 +121,12 @@ async def history(request: web.Request) -> web.Response:
 
 async def reload(request: web.Request) -> web.Response:
     """Reload every list now; answers with the per-list report once the new policy is live."""
-    result = await request.app[DAEMON_KEY].reload("api")
+    result = await request.app[ADMIN_KEY].reload("api")
     return web.json_response(_result_json(result), status=200 if result.ok else 500)
 
 
 async def lists(request: web.Request) -> web.Response:
-    result = request.app[DAEMON_KEY].lists.last_result
+    result = request.app[ADMIN_KEY].last_reload()
     return web.json_response(_result_json(result) if result else {})
 
 
@@ -134,20 +152,17 @@ def _auth(token: str) -> Any:
 
 async def healthz(request: web.Request) -> web.Response:
     """200 while the DNS listeners are up: what a load balancer or systemd probe wants."""
-    d = request.app[DAEMON_KEY]
-    if d.serving:
+    if request.app[ADMIN_KEY].serving():
         return web.json_response({"status": "ok"})
     return web.json_response({"status": "stopping"}, status=503)
 
 
 async def readyz(request: web.Request) -> web.Response:
     """200 once listeners are bound and lists are loaded; 503 during start-up and drain."""
-    d = request.app[DAEMON_KEY]
-    ok = d.serving and d.ready
+    ok = request.app[ADMIN_KEY].ready()
     return web.json_response({"ready": ok}, status=200 if ok else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    d = request.app[DAEMON_KEY]
-    body = generate_latest(d.metrics.registry)
+    body = generate_latest(request.app[ADMIN_KEY].registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

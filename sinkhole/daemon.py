@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
 from typing import Any
 
 from aiohttp import web
@@ -19,20 +20,21 @@ from prometheus_client import CollectorRegistry
 
 from sinkhole import privdrop, sdnotify
 from sinkhole.alerts import AlertManager, AlertSetupError
-from sinkhole.api import build_app
+from sinkhole.api import Admin, build_app
 from sinkhole.cache import Cache
 from sinkhole.clients.access import AccessList
 from sinkhole.clients.names import ClientNames
 from sinkhole.config import Config
 from sinkhole.config.values import HostPort
 from sinkhole.dns.block import BlockAnswers
-from sinkhole.hits import HitRecorder, store_event
+from sinkhole.errors import StartupError
+from sinkhole.hits import HitRecorder, hit_from_mapping
 from sinkhole.lists.manager import ListManager, ReloadResult
 from sinkhole.lists.matcher import Policy
 from sinkhole.metrics import Metrics
+from sinkhole.pipeline import build_pipeline
 from sinkhole.ratelimit import RateLimiter
-from sinkhole.resolver import Resolver, special_names
-from sinkhole.retro import hunt, log_find
+from sinkhole.retro import hunt, hunt_policy, log_find
 from sinkhole.server import Listeners
 from sinkhole.store import Store, StoreError
 from sinkhole.store.queries import open_reader, query_hits
@@ -50,8 +52,12 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 20, 100)
 
 
-class StartupError(Exception):
-    """The daemon cannot start with this config and environment (exit code 2)."""
+class Clock:
+    """The daemon's two clocks, injectable as one object so tests never sleep for a TTL:
+    `monotonic()` for TTLs, deadlines and rate limits; `time()` for timestamps users see."""
+
+    monotonic: Callable[[], float] = staticmethod(time.monotonic)
+    time: Callable[[], float] = staticmethod(time.time)
 
 
 def read_token(path: str) -> str:
@@ -66,16 +72,23 @@ def read_token(path: str) -> str:
 
 
 class Daemon:
-    """One running sinkhole: listeners, pipeline, HTTP; `start()` then `stop()`."""
+    """One running sinkhole: listeners, pipeline, HTTP; `start()` then `stop()`.
 
-    def __init__(self, config: Config, *, registry: CollectorRegistry | None = None) -> None:
+    Everything `start()` opens is pushed on one AsyncExitStack in the order it was opened, so a
+    start that fails half-way (a port taken, a store that cannot open) closes exactly what it
+    had opened, and `stop()` is the same unwinding: listeners drain before the store closes.
+    """
+
+    def __init__(self, config: Config, *, registry: CollectorRegistry | None = None,
+                 clock: Any = None) -> None:
         self.config = config
+        self.clock = clock if clock is not None else Clock()
         self.metrics = Metrics(registry)
         self.serving = False
         self.ready = False
         self.http_bound: HostPort | None = None
-        self._runner: web.AppRunner | None = None
         self._tasks: set[asyncio.Task] = set()
+        self._stack: AsyncExitStack | None = None
         self.retro_task: asyncio.Task | None = None   # the latest retro-hunt (tests await it)
 
     @property
@@ -83,52 +96,70 @@ class Daemon:
         return self.listeners.bound
 
     async def start(self) -> None:
+        async with AsyncExitStack() as stack:
+            await self._open(stack)
+            self._stack = stack.pop_all()   # started: stop() unwinds it, not this block
+
+    async def _open(self, stack: AsyncExitStack) -> None:
         cfg = self.config
+        clock = self.clock
         # Everything that can refuse the config is checked before anything binds.
         self._token = read_token(cfg.api.token_file) if cfg.api.token_file else None
         own = [(h.host, h.port) for h in cfg.listen.dns]
         self.upstreams = cfg.upstreams or tuple(default_upstreams(own))
-        self.cache = Cache(cfg.cache.max_entries, cfg.cache.serve_stale) \
-            if cfg.cache.enabled else None
+        c = cfg.cache
+        self.cache = Cache(max_entries=c.max_entries, max_bytes=c.max_bytes,
+                           serve_stale=c.serve_stale, max_ttl=c.max_ttl,
+                           max_negative_ttl=c.max_negative_ttl) if c.enabled else None
         if self.cache is not None:
             self.metrics.watch_cache(self.cache)
         self.pool = UpstreamPool(self.upstreams, cfg.upstream_timeout,
                                  ca_file=cfg.upstream_ca_file, on_result=self.metrics.upstream,
                                  on_forged=lambda _why: self.metrics.forged.inc())
+        stack.push_async_callback(self.pool.close)
         self._open_store()
+        stack.push_async_callback(asyncio.to_thread, self.store.close)
         self.client_names = ClientNames(cfg.clients.names, cfg.clients.leases)
-        self.hits = HitRecorder(self.metrics, names=self.client_names.name_for,
-                                detail_rate=cfg.storage.hit_detail_rate,
-                                detail_burst=cfg.storage.hit_detail_burst)
-        self.hits.subscribe(self._store_hit, floods=True)
-        self._seed_recent()
         try:
             self.alerts = AlertManager(cfg.alerts, self.store, self.metrics,
-                                       list_meta=self._list_meta)
+                                       list_meta=self._list_meta, clock=clock.time)
         except AlertSetupError as err:
-            self.store.close()
             raise StartupError(str(err)) from None
         await self.alerts.start()
-        self.hits.subscribe(self.alerts.on_hit)
+        stack.push_async_callback(self.alerts.stop)
+        self.hits = HitRecorder(self.metrics, names=self.client_names.name_for,
+                                detail_rate=cfg.storage.hit_detail_rate,
+                                detail_burst=cfg.storage.hit_detail_burst,
+                                store=self.store.record_hit, alert=self.alerts.on_hit,
+                                alert_retro=self.alerts.on_retro, clock=clock.time)
+        stack.callback(self.hits.flush_floods)   # before alerts and store close
+        self._seed_recent()
         self.metrics.prime((), [s.name or s.type for s in cfg.alerts.sinks])
         sh = cfg.sinkhole
-        self.resolver = Resolver(access=AccessList(cfg.access.allow), cache=self.cache,
-                                 pool=self.pool, metrics=self.metrics,
-                                 blocker=BlockAnswers(sh.ipv4, sh.ipv6, int(sh.ttl)),
-                                 specials=special_names(cfg.policy), on_hit=self.hits.on_hit,
-                                 ratelimit=self._ratelimiter(),
-                                 ratelimit_drop=cfg.ratelimit.action == "drop",
-                                 record_query=self.store.record_query
-                                 if cfg.history.retention > 0 else None)
+        rl = cfg.ratelimit
+        self.pipeline = build_pipeline(
+            cfg, access=AccessList(cfg.access.allow), refusals=outsider_limiter(),
+            ratelimiter=RateLimiter(rl.qps, rl.burst, rl.network_qps, rl.network_burst,
+                                    rl.ipv4_prefix, rl.ipv6_prefix,
+                                    AccessList(rl.exempt) if rl.exempt else None)
+            if rl.enabled else None,
+            cache=self.cache, pool=self.pool,
+            blocker=BlockAnswers(sh.ipv4, sh.ipv6, int(sh.ttl)), metrics=self.metrics,
+            on_hit=self.hits.on_hit,
+            record_query=self.store.record_query if cfg.history.retention > 0 else None,
+            clock=None if clock.monotonic is time.monotonic else clock.monotonic)
         self.lists = ListManager(cfg.blocklists, cfg.allowlists, self._on_policy)
         await self.lists.reload("startup")
         s = cfg.server
-        self.listeners = Listeners(self.resolver.handle, self.metrics, tcp_idle=s.tcp_idle_timeout,
-                                   tcp_max=s.tcp_max_connections,
-                                   tcp_inflight=s.tcp_max_queries_in_flight)
+        self.listeners = Listeners(self.pipeline.handle, self.metrics,
+                                   tcp_idle=s.tcp_idle_timeout, tcp_max=s.tcp_max_connections,
+                                   tcp_inflight=s.tcp_max_queries_in_flight,
+                                   tcp_max_per_client=s.tcp_max_connections_per_client)
+        stack.push_async_callback(self.listeners.drain, s.drain_timeout)
         await self.listeners.start(cfg.listen.dns)
         if cfg.listen.http is not None:
-            await self._start_http(cfg.listen.http)
+            await self._start_http(stack, cfg.listen.http)
+        stack.push_async_callback(self._cancel_tasks)   # first to run at stop
         tune_gc()
         self.serving = self.ready = True
         if cfg.clients.leases:
@@ -137,6 +168,9 @@ class Daemon:
             self._spawn(self._flush_floods())
         if cfg.reload.watch and (cfg.blocklists or cfg.allowlists):
             self._spawn(self.lists.watch(cfg.reload.poll_interval, cfg.reload.debounce))
+        if cfg.history.retention > 0 and self.lists.policy.lists:
+            # Names listed while the daemon was down: asked before we knew they were bad.
+            self.retro_task = self._spawn(self._retrohunt_startup())
         log.info("sinkhole serving DNS on %s, HTTP on %s, upstreams %s",
                  ", ".join(h.display() for h in self.dns_bound),
                  self.http_bound.display() if self.http_bound else "off",
@@ -150,7 +184,8 @@ class Daemon:
         self.store = Store(st.path, commit_interval=st.commit_interval,
                            synchronous=st.synchronous.upper(), retention=st.retention,
                            history_retention=self.config.history.retention,
-                           queue_max=st.queue_max, on_error=self._on_store_error)
+                           queue_max=st.queue_max, on_error=self._on_store_error,
+                           clock=self.clock.time)
         try:
             self.store.open()
         except StoreError as err:
@@ -168,23 +203,18 @@ class Daemon:
         log.error("store write failed, will retry: %s", message,
                   extra={"event": "store_error"})
 
-    def _store_hit(self, ev: dict[str, Any]) -> None:
-        if not self.store.record_hit(store_event(ev)):
-            log.error("store queue full: hit dropped (client %s, %s)", ev["client"],
-                      ev["qname"], extra={"event": "hit_dropped"})
-
     def _seed_recent(self) -> None:
         """The clients-with-hits gauge survives a restart: seed it from the last 24 h."""
         try:
             conn = open_reader(self.config.storage.path)
             try:
-                rows = query_hits(conn, since=time.time() - 86400, limit=100_000)
+                rows = query_hits(conn, since=self.clock.time() - 86400, limit=100_000)
             finally:
                 conn.close()
         except Exception as err:   # a read problem must not stop DNS from starting
             log.warning("could not read recent hits: %s", err)
             return
-        for r in rows:
+        for r in reversed(rows):   # newest first from the store; the gauge wants oldest first
             self.hits.seed(r["list"], r["severity"] or "none", r["client_ip"], r["time"])
 
     def _list_meta(self) -> dict[str, Any]:
@@ -203,33 +233,39 @@ class Daemon:
             except Exception:
                 log.exception("reading DHCP leases failed")
 
-    async def _retrohunt(self, added: dict[str, set[str]]) -> None:
+    async def _retrohunt(self, added: dict[str, set[str]] | None) -> None:
+        """Who asked for these names before they were listed? `added`: the names a reload
+        added per list; None: the whole policy against the whole history (start-up)."""
         infos = {i.name: i for i in self.lists.policy.lists}
-        since = time.time() - max(self.config.history.retention, 1.0)
+        since = self.clock.time() - max(self.config.history.retention, 1.0)
+        names = self.client_names.name_for
+        path = self.config.storage.path
         try:
-            finds = await asyncio.to_thread(hunt, self.config.storage.path, added, infos,
-                                            since, self.client_names.name_for)
+            # The history's newest counts are still in the writer's memory: write them first.
+            await asyncio.to_thread(self.store.flush_history)
+            if added is None:
+                finds = await asyncio.to_thread(hunt_policy, path, self.lists.policy, since,
+                                                names)
+            else:
+                finds = await asyncio.to_thread(hunt, path, added, infos, since, names)
         except Exception:
             log.exception("retro-hunt failed")
             return
+        found = [hit_from_mapping(f) for f in finds]
         for find in finds:
-            self.store.record_hit(store_event(find))
             log_find(find)
-        if finds:
-            self.alerts.on_retro(finds)
-        log.info("retro-hunt over %d new names: %d finds", sum(map(len, added.values())),
-                 len(finds), extra={"event": "retrohunt", "finds": len(finds)})
+        self.hits.on_retro(found)
+        searched = "the whole policy" if added is None else \
+            f"{sum(map(len, added.values()))} new names"
+        log.info("retro-hunt over %s: %d finds", searched, len(found),
+                 extra={"event": "retrohunt", "finds": len(found)})
 
-    def _ratelimiter(self) -> RateLimiter | None:
-        rl = self.config.ratelimit
-        if not rl.enabled:
-            return None
-        return RateLimiter(rl.qps, rl.burst, rl.network_qps, rl.network_burst, rl.ipv4_prefix,
-                           rl.ipv6_prefix, AccessList(rl.exempt) if rl.exempt else None)
+    async def _retrohunt_startup(self) -> None:
+        await self._retrohunt(None)
 
     def _on_policy(self, policy: Policy, result: ReloadResult) -> None:
-        """Swap the new policy into the pipeline: one reference assignment, atomic."""
-        self.resolver.policy = policy
+        """Swap the new policy into the pipeline: one synchronous step on the loop."""
+        self.pipeline.set_policy(policy)
         self.metrics.on_reload(result)
         self.metrics.prime(policy.lists)
         self.hits.set_lists(policy.lists)
@@ -255,42 +291,70 @@ class Daemon:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    async def _start_http(self, hp: HostPort) -> None:
-        self._runner = web.AppRunner(build_app(self, self._token), access_log=None,
-                                     handle_signals=False)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, hp.host, hp.port, reuse_address=True)
+    async def _cancel_tasks(self) -> None:
+        self.serving = False
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def admin(self) -> Admin:
+        """What the HTTP API may see and do: read the store, scrape, reload. Not the daemon."""
+        return Admin(db_path=self.config.storage.path, registry=self.metrics.registry,
+                     reload=self.reload, last_reload=lambda: self.lists.last_result,
+                     serving=lambda: self.serving, ready=lambda: self.serving and self.ready)
+
+    async def _start_http(self, stack: AsyncExitStack, hp: HostPort) -> None:
+        runner = web.AppRunner(build_app(self.admin(), self._token), access_log=None,
+                               handle_signals=False)
+        await runner.setup()
+        stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, hp.host, hp.port, reuse_address=True)
         await site.start()
         sock = site._server.sockets[0]  # type: ignore[union-attr]
         self.http_bound = HostPort(hp.host, sock.getsockname()[1])
 
     async def stop(self) -> None:
-        """Graceful: stop accepting, answer what is in flight (bounded), release everything."""
+        """Graceful: stop accepting, answer what is in flight (bounded), release everything,
+        in the reverse order of start()."""
         self.serving = False
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.listeners.drain(self.config.server.drain_timeout)
-        if self._runner is not None:
-            await self._runner.cleanup()
-        await self.pool.close()
-        self.hits.flush_floods()
-        await self.alerts.stop()
-        await asyncio.to_thread(self.store.close)
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
         log.info("sinkhole stopped", extra={"event": "stopped"})
+
+
+def outsider_limiter() -> RateLimiter:
+    """REFUSED replies to clients outside access.allow: a few per second per address and per
+    /24 (/56); past that, silence. A refusal is small, but a flood of forged sources must not
+    turn us into a reflector at any size."""
+    return RateLimiter(5.0, 10.0, 50.0, 100.0)
 
 
 async def serve(config: Config, *, shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
                 registry: CollectorRegistry | None = None,
-                on_started: Callable[[Daemon], None] | None = None) -> None:
-    """Run a daemon until `shutdown_trigger()` returns (default: SIGTERM or SIGINT)."""
+                on_started: Callable[[Daemon], None] | None = None,
+                config_path: str | None = None) -> None:
+    """Run a daemon until `shutdown_trigger()` returns (default: SIGTERM or SIGINT).
+
+    `config_path` is the file `config` came from: run as root, the daemon checks that the
+    user it drops to can still read it.
+    """
     daemon = Daemon(config, registry=registry)
-    await daemon.start()
-    # Listeners are bound and lists loaded: give up root (outside systemd), then tell systemd.
-    if privdrop.should_drop():
-        target = privdrop.resolve_target()   # once: chown and drop agree, one warning at most
-        privdrop.own_state_dir(os.path.dirname(config.storage.path), target=target)
-        privdrop.drop_privileges(target=target)
+    # Root outside systemd: check what the user will need, and note which store files exist
+    # before the store opens, so that only what root creates changes owner (privdrop).
+    root = privdrop.RootStart.prepare(config, config_path)
+    try:
+        await daemon.start()
+    finally:
+        if root is not None:
+            root.hand_over()
+    if root is not None:
+        # Listeners are bound and lists loaded: give up root for good, then tell systemd.
+        try:
+            root.drop()
+        except BaseException:
+            await daemon.stop()
+            raise
     sdnotify.ready(f"serving DNS on {', '.join(h.display() for h in daemon.dns_bound)}")
     daemon._spawn(sdnotify.watchdog_loop(lambda: daemon.serving))
     if on_started is not None:

@@ -1,16 +1,25 @@
 """Hit recording: told about every blocked query once the pipeline has decided.
 
 An observer, not a stage: it never changes the answer. Per hit it bumps the list's counter,
-writes one structured WARNING log line with stable field names (for journald/SIEM), and hands
-the event to the store and alerting when they are configured. It runs on the event loop, so
-everything here is non-blocking: the store takes events with put_nowait.
+builds one typed `Hit`, writes one structured WARNING log line with stable field names (for
+journald/SIEM), hands the Hit to the store and then, only if the store took it, to alerting.
+
+The rule when the store's queue is full: the hit is dropped *and so is its alert*, both counted
+(`sinkhole_hits_dropped_total`) and logged at most once a minute. An alert must always point at
+a hit that `sinkhole hits` can show; an alert about a row that does not exist sends the
+security team looking for evidence that was never kept. (The queue holds 100k events by
+default: it fills only when the disk has been failing for a long time, which is alerted on
+through `sinkhole_store_write_errors_total`.)
 
 Flood guard: each client gets `detail_rate` detailed hits per second (token bucket, burst
 `detail_burst`). Past that, hits are still counted (metrics, the clients gauge) and folded
-into one `flood` event per (client, list) per second carrying the count and the last name, so
+into one `flood` Hit per (client, list) per second carrying the count and the last name, so
 `sum(count)` in the store is still every hit, while a device spraying thousands of blocked
 names a second (DNS tunnelling, a DGA, a benchmark) cannot make every answer pay for a log
 line, an SQLite row and an alert decision.
+
+Every table keyed by client address is bounded here, on the hit path itself, never by a
+Prometheus scrape: a spoofed-source flood cannot grow memory between scrapes.
 """
 
 from __future__ import annotations
@@ -20,11 +29,16 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from sinkhole.events import Hit
 from sinkhole.lists.matcher import Verdict
 from sinkhole.metrics import QTYPES, Metrics
-from sinkhole.store.events import HitEvent
 
 log = logging.getLogger("sinkhole.hit")
+
+RECENT_WINDOW = 86400.0          # the "clients with hits" gauge: distinct clients in 24 h
+MAX_RECENT_CLIENTS = 65_536      # per (list, severity); oldest forgotten first beyond it
+MAX_BUCKETS = 100_000            # flood-guard buckets; cleared (all refill) beyond it
+DROP_LOG_INTERVAL = 60.0
 
 
 def qtype_name(qtype: int) -> str:
@@ -32,20 +46,29 @@ def qtype_name(qtype: int) -> str:
 
 
 class HitRecorder:
-    """Fans one hit out to metrics, the log, and the sinks added with `subscribe`."""
+    """Fans one hit out to metrics, the log, the store and (after the store) alerting."""
 
     def __init__(self, metrics: Metrics, names: Callable[[str], str | None] | None = None,
-                 detail_rate: float = 0.0, detail_burst: float = 1000.0) -> None:
+                 detail_rate: float = 0.0, detail_burst: float = 1000.0, *,
+                 store: Callable[[Hit], bool] | None = None,
+                 alert: Callable[[Hit], None] | None = None,
+                 alert_retro: Callable[[list[Hit]], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.metrics = metrics
         self.names = names
+        self.store = store          # returns False when it could not take the hit
+        self.alert = alert
+        self.alert_retro = alert_retro
+        self.clock = clock
         self._children: dict[str, Any] = {}
-        self.sinks: list[Callable[[dict[str, Any]], None]] = []
-        self.flood_sinks: list[Callable[[dict[str, Any]], None]] = []
         self.rate, self.burst = detail_rate, detail_burst
         self._buckets: dict[str, list[float]] = {}
         self._floods: dict[tuple[str, str], list[Any]] = {}
-        # (list, severity) -> client -> time of its last hit: the "infected devices" gauge
+        # (list, severity) -> client -> time of its last hit, oldest first: the gauge that
+        # alerting watches ("infected devices").
         self._recent: dict[tuple[str, str], dict[str, float]] = {}
+        self.dropped = 0
+        self._dropped_logged = 0.0
         metrics.watch_hits(self.recent_clients)
 
     def set_lists(self, lists: Any) -> None:
@@ -55,29 +78,30 @@ class HitRecorder:
 
     def seed(self, list_name: str, severity: str, client: str, when: float) -> None:
         """Start-up: hits of the last 24 h from the store, so a restart does not reset the gauge
-        that alerting watches."""
-        self._recent.setdefault((list_name, severity or "none"), {})[client] = when
+        that alerting watches. Rows come oldest first, which keeps the recency order."""
+        self._saw((list_name, severity or "none"), client, when)
 
-    def recent_clients(self, window: float = 86400.0) -> dict[tuple[str, str], int]:
-        cutoff = time.time() - window
+    def _saw(self, key: tuple[str, str], client: str, now: float) -> None:
+        clients = self._recent.get(key)
+        if clients is None:
+            clients = self._recent[key] = {}
+        if clients.pop(client, None) is None and len(clients) >= MAX_RECENT_CLIENTS // 2:
+            _forget_before(clients, now - RECENT_WINDOW, MAX_RECENT_CLIENTS - 1)
+        clients[client] = now
+
+    def recent_clients(self, window: float = RECENT_WINDOW) -> dict[tuple[str, str], int]:
+        cutoff = self.clock() - window
         out = {}
         for key, clients in self._recent.items():
-            for ip in [ip for ip, t in clients.items() if t < cutoff]:
-                del clients[ip]
+            _forget_before(clients, cutoff, MAX_RECENT_CLIENTS)
             out[key] = len(clients)
         return out
-
-    def subscribe(self, sink: Callable[[dict[str, Any]], None], floods: bool = False) -> None:
-        """`sink(event)` for every detailed hit; with `floods`, also for aggregated ones."""
-        self.sinks.append(sink)
-        if floods:
-            self.flood_sinks.append(sink)
 
     def _detailed(self, client: str, now: float) -> bool:
         """Token bucket per client: may this hit be recorded in full?"""
         b = self._buckets.get(client)
         if b is None:
-            if len(self._buckets) > 100_000:   # bounded under a spoofed-source flood
+            if len(self._buckets) >= MAX_BUCKETS:   # bounded under a spoofed-source flood
                 self._buckets.clear()
             b = self._buckets[client] = [self.burst, now]
         tokens = min(self.burst, b[0] + (now - b[1]) * self.rate)
@@ -93,19 +117,12 @@ class HitRecorder:
         floods, self._floods = self._floods, {}
         for (client, _list), (count, qname, info, action, rule, qtype, transport, first) in \
                 floods.items():
-            event = {
-                "event": "hit", "time": first, "client": client,
-                "client_name": self.names(client) if self.names is not None else None,
-                "qname": qname, "qtype": qtype_name(qtype), "list": info.name,
-                "category": info.category, "severity": info.severity, "rule": rule,
-                "action": action, "transport": transport, "kind": "flood", "count": count,
-            }
-            for sink in self.flood_sinks:
-                sink(event)
+            hit = Hit(first, client, self._name(client), qname, qtype_name(qtype), info.name,
+                      info.category, info.severity, rule, action, transport, "flood",
+                      count=count)
+            self._keep(hit, alert=False)
             log.warning("hit flood: %s made %d more hits on list %s (last: %s)", client, count,
-                        info.name, escape(qname),
-                        extra={k: (escape(v) if k == "qname" else v) for k, v in event.items()
-                               if k != "time"})
+                        info.name, escape(qname), extra=log_fields(hit))
 
     def on_hit(self, q: Any, client: str, transport: str, verdict: Verdict, rule: str,
                kind: str) -> None:
@@ -117,9 +134,9 @@ class HitRecorder:
             child = self._children[info.name] = self.metrics.blocked.labels(
                 info.name, info.category or "none", info.severity or "none")
         child.inc()
-        now = time.time()
-        self._recent.setdefault((info.name, info.severity or "none"), {})[client] = now
-        if self.rate and kind != "retro" and not self._detailed(client, now):
+        now = self.clock()
+        self._saw((info.name, info.severity or "none"), client, now)
+        if self.rate and not self._detailed(client, now):
             agg = self._floods.get((client, info.name))
             if agg is None:
                 self._floods[(client, info.name)] = [1, q.qname, info, verdict.action, rule,
@@ -128,28 +145,67 @@ class HitRecorder:
                 agg[0] += 1
                 agg[1] = q.qname
             return
-        client_name = self.names(client) if self.names is not None else None
-        event = {
-            "event": "hit", "time": now, "client": client, "client_name": client_name,
-            "qname": q.qname, "qtype": qtype_name(q.qtype), "list": info.name,
-            "category": info.category, "severity": info.severity, "rule": rule,
-            "action": verdict.action, "transport": transport, "kind": kind,
-        }
-        for sink in self.sinks:
-            sink(event)
+        hit = Hit(now, client, self._name(client), q.qname, qtype_name(q.qtype), info.name,
+                  info.category, info.severity, rule, verdict.action, transport, kind)
         log.warning("hit: %s asked for %s (list %s)", client, escape(q.qname), info.name,
-                    extra={k: (escape(v) if k == "qname" else v) for k, v in event.items()
-                           if k != "time"})
+                    extra=log_fields(hit))
+        self._keep(hit, alert=True)
+
+    def on_retro(self, finds: list[Hit]) -> None:
+        """Retro-hunt finds: stored, then alerted together (one digest decision)."""
+        kept = [hit for hit in finds if self._keep(hit, alert=False)]
+        if kept and self.alert_retro is not None:
+            self.alert_retro(kept)
+
+    def _name(self, client: str) -> str | None:
+        return self.names(client) if self.names is not None else None
+
+    def _keep(self, hit: Hit, *, alert: bool) -> bool:
+        """Store first; alert only on what the store took (see the module docstring)."""
+        if self.store is not None and not self.store(hit):
+            self.dropped += 1
+            self.metrics.hits_dropped.inc()
+            now = time.monotonic()
+            if now - self._dropped_logged >= DROP_LOG_INTERVAL:
+                self._dropped_logged = now
+                log.error("store queue full: hit and its alert dropped (client %s, %s); "
+                          "%d dropped so far", hit.client_ip, escape(hit.qname), self.dropped,
+                          extra={"event": "hit_dropped", "dropped": self.dropped})
+            return False
+        if alert and self.alert is not None:
+            self.alert(hit)
+        return True
 
 
-def store_event(ev: Mapping[str, Any]) -> HitEvent:
-    """The store's record of one hit event dict (query, cname, flood or retro)."""
-    return HitEvent(time=ev["time"], client_ip=ev["client"], client_name=ev["client_name"],
-                    qname=ev["qname"], qtype=ev["qtype"], list=ev["list"],
-                    category=ev["category"], severity=ev["severity"], rule=ev["rule"],
-                    action=ev["action"], transport=ev["transport"], kind=ev["kind"],
-                    first_seen=ev.get("first_seen"), last_seen=ev.get("last_seen"),
-                    count=ev.get("count", 1))
+def _forget_before(clients: dict[str, float], cutoff: float, keep: int) -> None:
+    """Drop entries older than `cutoff` (they sit at the front: oldest first), then the oldest
+    until at most `keep` remain."""
+    while clients:
+        first = next(iter(clients))
+        if clients[first] >= cutoff and len(clients) <= keep:
+            return
+        del clients[first]
+
+
+def log_fields(hit: Hit) -> dict[str, Any]:
+    """The structured fields of a hit's log line (stable names; JSON logs and journald)."""
+    out = {"event": "hit", "client": hit.client_ip, "client_name": hit.client_name,
+           "qname": escape(hit.qname), "qtype": hit.qtype, "list": hit.list,
+           "category": hit.category, "severity": hit.severity, "rule": hit.rule,
+           "action": hit.action, "transport": hit.transport, "kind": hit.kind}
+    if hit.count != 1:
+        out["count"] = hit.count
+    return out
+
+
+def hit_from_mapping(ev: Mapping[str, Any]) -> Hit:
+    """A Hit from a plain mapping with the log field names (retro-hunt rows, JSON imports)."""
+    return Hit(time=ev["time"], client_ip=ev["client"], client_name=ev.get("client_name"),
+               qname=ev["qname"], qtype=ev.get("qtype", "ANY"), list=ev["list"],
+               category=ev.get("category"), severity=ev.get("severity"), rule=ev.get("rule"),
+               action=ev.get("action"), transport=ev.get("transport"),
+               kind=ev.get("kind", "query"), first_seen=ev.get("first_seen"),
+               last_seen=ev.get("last_seen"), count=ev.get("count", 1))
 
 
 def escape(name: str) -> str:

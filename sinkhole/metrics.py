@@ -19,11 +19,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from sinkhole import __version__
+from sinkhole.pipeline.answer import RESULTS
 
 QTYPES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA",
           33: "SRV", 64: "SVCB", 65: "HTTPS", 255: "ANY"}
-RESULTS = ("forwarded", "cached", "stale", "blocked", "refused", "servfail", "formerr",
-           "notimp", "dropped", "ratelimited", "local")
 TRANSPORTS = ("udp", "tcp")
 REQUEST_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                    0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -55,6 +54,9 @@ class Metrics:
         self.tcp_rejected = Counter("sinkhole_tcp_connections_rejected",
                                     "TCP connections closed at once: over the connection cap",
                                     registry=r)
+        self.hits_dropped = Counter("sinkhole_hits_dropped",
+                                    "Hits (and so their alerts) dropped because the store's "
+                                    "write queue was full", registry=r)
         self.blocked = Counter("sinkhole_blocked_queries", "Queries answered by a blocklist",
                                ["list", "category", "severity"], registry=r)
         self.list_entries = Gauge("sinkhole_list_entries", "Rules in the active version of a list",
@@ -143,12 +145,14 @@ class _CacheCollector(Collector):
     def collect(self) -> Iterator[Any]:
         c = self.cache
         yield GaugeMetricFamily("sinkhole_cache_entries", "Answers in the cache", value=len(c))
+        yield GaugeMetricFamily("sinkhole_cache_bytes", "Bytes of cached answers, per-entry "
+                                "overhead included", value=c.bytes)
         for name, doc, value in (
             ("sinkhole_cache_hits", "Cache lookups answered fresh", c.hits),
             ("sinkhole_cache_misses", "Cache lookups that missed", c.misses),
             ("sinkhole_cache_stale_hits", "Expired answers served because upstreams failed",
              c.stale_hits),
-            ("sinkhole_cache_evictions", "Entries evicted to stay within max_entries",
+            ("sinkhole_cache_evictions", "Entries evicted to stay within max_entries and max_bytes",
              c.evictions),
         ):
             yield CounterMetricFamily(name, doc, value=value)

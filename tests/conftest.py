@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,7 @@ class DaemonThread:
     """A daemon started through its own Daemon.start()/stop() in a thread with its own loop,
     so tests stay synchronous and query it with dnspython and dig like any client."""
 
-    def __init__(self, raw: dict[str, Any]) -> None:
+    def __init__(self, raw: dict[str, Any], clock: Any = None) -> None:
         self.tmp = tempfile.mkdtemp(prefix="sinkhole-test-")
         storage = {"path": os.path.join(self.tmp, "sinkhole.db"), **raw.get("storage", {})}
         raw = {"listen": {"dns": ["127.0.0.1:0"], "http": "127.0.0.1:0"}, **raw,
@@ -38,7 +39,7 @@ class DaemonThread:
         self.config = parse_config(raw)
         self.registry = CollectorRegistry()
         self.loop = asyncio.new_event_loop()
-        self.daemon = Daemon(self.config, registry=self.registry)
+        self.daemon = Daemon(self.config, registry=self.registry, clock=clock)
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     def start(self) -> DaemonThread:
@@ -82,6 +83,25 @@ class DaemonThread:
         return fn(q, "127.0.0.1", port=self.port, timeout=timeout, source=source)
 
 
+class FakeClock:
+    """The daemon's clocks, moved by the test: TTLs expire when the test says, not after a
+    sleep. `monotonic()` drives the cache and rate limits; `time()` the timestamps."""
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.mono = start
+        self.wall = time.time()
+
+    def monotonic(self) -> float:
+        return self.mono
+
+    def time(self) -> float:
+        return self.wall
+
+    def advance(self, seconds: float) -> None:
+        self.mono += seconds
+        self.wall += seconds
+
+
 @pytest.fixture
 def upstream() -> Iterator[FakeUpstream]:
     with FakeUpstream() as up:
@@ -92,8 +112,8 @@ def upstream() -> Iterator[FakeUpstream]:
 def make_daemon() -> Iterator[Any]:
     started: list[DaemonThread] = []
 
-    def make(raw: dict[str, Any] | None = None) -> DaemonThread:
-        d = DaemonThread(raw or {})
+    def make(raw: dict[str, Any] | None = None, clock: Any = None) -> DaemonThread:
+        d = DaemonThread(raw or {}, clock)
         started.append(d)
         return d.start()
 

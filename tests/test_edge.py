@@ -89,7 +89,7 @@ def test_wildcard_listener_with_default_access_refuses_public(make_daemon,
     async def verdict(client: str) -> str:
         """A public source cannot be produced on loopback, so hand the real pipeline (on its
         own loop) the address the listener would have read from the socket."""
-        res = d.daemon.resolver.handle(wire, client, "udp")
+        res = d.daemon.pipeline.handle(wire, client, "udp")
         if isinstance(res, bytes):
             return dns.rcode.to_text(dns.message.from_wire(res).rcode())
         res.close()                   # a coroutine: it would be forwarded upstream

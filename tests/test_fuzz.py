@@ -65,7 +65,7 @@ ORIGIN_GROWS = ["$ORIGIN " + ".".join(["a" * 60] * 3) + ".", "$ORIGIN " + "b" * 
 
 
 @pytest.fixture(scope="module")
-def resolver() -> packets.Resolver:
+def resolver() -> packets.Pipeline:
     return packets.build_resolver()
 
 
@@ -212,12 +212,12 @@ def test_parse_query_valid_question_or_wire_error(data: bytes) -> None:
 @given(data=ANY_PACKET, client=st.sampled_from(sorted(packets.CLIENTS)))
 @example(data=DOT_IN_LABEL, client="allowed")
 @example(data=NAME_256, client="allowed")
-def test_handle_answers_every_packet_within_limits(resolver: packets.Resolver, transport: str,
+def test_handle_answers_every_packet_within_limits(resolver: packets.Pipeline, transport: str,
                                                    data: bytes, client: str) -> None:
     check_handle(resolver, data, client, transport)
 
 
-def test_seed_corpus_as_queries_and_replies(resolver: packets.Resolver) -> None:
+def test_seed_corpus_as_queries_and_replies(resolver: packets.Pipeline) -> None:
     """Every seed packet, as a query (also with QR cleared) from each client on both
     transports, and as an upstream reply."""
     for data in PACKETS:

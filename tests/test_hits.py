@@ -247,3 +247,58 @@ def test_hit_flood_is_aggregated_but_every_hit_counted(make_daemon, upstream: Fa
     assert [h["kind"] for h in hits if h["client_ip"] == "127.0.0.12"] == ["query"]
     assert d.metric("sinkhole_blocked_queries_total",
                     {"list": "c2", "category": "c2", "severity": "critical"}) == 41
+
+
+def test_store_queue_full_drops_hit_and_its_alert_together(make_daemon, upstream: FakeUpstream,
+                                                           tmp_path: Path) -> None:
+    """The rule: an alert always points at a stored hit. With the writer stuck (another
+    process holds the lock) and a queue of 3, later hits are dropped — and so are their alerts:
+    after the lock goes, every alert in the outbox names a hit that `sinkhole hits` shows."""
+    d = listed(make_daemon, upstream, tmp_path, storage={"queue_max": 3},
+               alerts={"sinks": [{"type": "webhook", "url": "http://127.0.0.1:9/hook"}],
+                       "digest_window": "0s"})
+    other = sqlite3.connect(d.config.storage.path, timeout=5)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        for i in range(12):
+            assert d.query(f"q{i}.evil.test", "A").rcode() == dns.rcode.NXDOMAIN
+        dropped = d.metric("sinkhole_hits_dropped_total")
+        assert dropped >= 1
+    finally:
+        other.rollback()
+        other.close()
+    assert d.daemon.store.flush(timeout=15)
+    stored = {h["qname"] for h in json.loads(cli(d, tmp_path, "hits", "--json").stdout)}
+    assert len(stored) == 12 - dropped
+    conn = sqlite3.connect(d.config.storage.path)
+    try:
+        payloads = [json.loads(p) for (p,) in conn.execute("SELECT payload FROM outbox")]
+    finally:
+        conn.close()
+    domains = {p.get("domain") for p in payloads} | \
+        {item.get("domain") for p in payloads for item in p.get("items") or []}
+    domains.discard(None)
+    assert domains and domains <= stored, (domains - stored)
+
+
+def test_recent_clients_bounded_without_a_scrape(monkeypatch) -> None:
+    """The clients-with-hits table is bounded on the hit path: a spoofed-source flood cannot
+    grow it between Prometheus scrapes (it used to be pruned only when /metrics was read)."""
+    from prometheus_client import CollectorRegistry
+
+    import sinkhole.hits as hits_mod
+    from sinkhole.dns.wire import parse_query
+    from sinkhole.lists.matcher import ListInfo, Verdict
+    from sinkhole.metrics import Metrics
+
+    monkeypatch.setattr(hits_mod, "MAX_RECENT_CLIENTS", 100)
+    rec = hits_mod.HitRecorder(Metrics(CollectorRegistry()))
+    q = parse_query(dns.message.make_query("evil.test", "A").to_wire())
+    verdict = Verdict(ListInfo("c2", "c2", "critical"), "nxdomain")
+    for i in range(5000):
+        rec.on_hit(q, f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", "udp", verdict,
+                   "evil.test", "query")
+    clients = rec._recent[("c2", "critical")]
+    assert len(clients) <= 100
+    assert "10.0.19.135" in clients          # the newest client is kept, the oldest forgotten
+    assert "10.0.0.0" not in clients

@@ -426,3 +426,22 @@ def test_prometheus_evaluates_the_rules(observed: tuple[Any, Prometheus]) -> Non
 
 def _values(result: list[dict[str, Any]], label: str) -> dict[str, float]:
     return {s["metric"].get(label, ""): float(s["value"][1]) for s in result}
+
+
+def test_promtool_check_metrics_on_a_live_scrape(make_daemon, upstream, tmp_path: Path) -> None:
+    """Every metric the daemon exposes follows Prometheus naming (units, _total counters):
+    `promtool check metrics` lints a real scrape taken after traffic of every kind."""
+    import urllib.request
+
+    (tmp_path / "c2.txt").write_text("evil.test\n")
+    d = make_daemon({"upstreams": [upstream.url()], "reload": {"watch": False},
+                     "blocklists": [{"name": "c2", "path": str(tmp_path / "c2.txt")}]})
+    d.query("evil.test", "A")
+    d.query("fine.example", "A")
+    d.query("fine.example", "A")
+    with urllib.request.urlopen(d.http + "/metrics", timeout=10) as resp:
+        scrape = resp.read()
+    res = subprocess.run([promtool(), "check", "metrics"], input=scrape, capture_output=True,
+                         timeout=60, check=False)
+    out = (res.stdout + res.stderr).decode()
+    assert res.returncode == 0 and not out.strip(), out

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import aiohttp
@@ -24,6 +24,7 @@ from sinkhole.alerts.delivery import OutboxSender
 from sinkhole.alerts.payload import Meta, build_payload
 from sinkhole.alerts.policy import AlertPolicy, Outgoing, make_test_alert
 from sinkhole.alerts.sinks import USER_AGENT, Sink, build_sinks, send_all
+from sinkhole.events import Hit
 
 log = logging.getLogger(__name__)
 MAX_TICK = 60.0
@@ -83,7 +84,7 @@ class AlertManager:
         self._loop = None
 
     # ----------------------------------------------------------------- inputs (event loop)
-    def on_hit(self, event: Mapping[str, Any]) -> None:
+    def on_hit(self, event: Hit) -> None:
         """A HitRecorder sink: called per blocked query; in-memory work and a queue append."""
         try:
             self._emit(self.policy.on_hit(event))
@@ -91,8 +92,8 @@ class AlertManager:
         except Exception:   # alerting must never break hit recording or the DNS answer
             log.exception("alerting failed for a hit")
 
-    def on_retro(self, finds: Iterable[Mapping[str, Any]]) -> None:
-        """Retro-hunt finds (hit dicts with kind 'retro', first_seen, last_seen, count)."""
+    def on_retro(self, finds: Iterable[Hit]) -> None:
+        """Retro-hunt finds (Hits with kind 'retro', first_seen, last_seen, count)."""
         try:
             self._emit(self.policy.on_retro(finds))
             self._poke()

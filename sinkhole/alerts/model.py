@@ -6,9 +6,11 @@ Pure: no I/O, no clock of its own.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from sinkhole.events import Hit
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 DIGEST_ITEMS = 50          # items listed in one digest; the rest are only counted
@@ -92,12 +94,11 @@ class Fold:
         return Alert("digest", max_severity(items), now, items, omitted, hits, reason)
 
 
-def item_from_event(kind: str, event: Mapping[str, Any]) -> Item:
-    now = float(event.get("time") or 0.0)
+def item_from_event(kind: str, hit: Hit) -> Item:
+    """The alert item for one typed Hit (the same object the store took as a row)."""
+    now = hit.time
     return Item(
-        kind=kind, severity=severity_of(event.get("severity")),
-        client=str(event.get("client") or ""), client_name=event.get("client_name"),
-        domain=str(event.get("qname") or ""), list=str(event.get("list") or ""),
-        category=str(event.get("category") or ""), rule=str(event.get("rule") or ""),
-        first_seen=float(event.get("first_seen") or now),
-        last_seen=float(event.get("last_seen") or now), count=int(event.get("count") or 1))
+        kind=kind, severity=severity_of(hit.severity), client=hit.client_ip,
+        client_name=hit.client_name, domain=hit.qname, list=hit.list,
+        category=hit.category or "", rule=hit.rule or "",
+        first_seen=hit.first_seen or now, last_seen=hit.last_seen or now, count=hit.count)

@@ -36,6 +36,7 @@ from sinkhole.alerts.model import (
     item_from_event,
     make_test_alert,
 )
+from sinkhole.events import Hit
 
 __all__ = ["AlertPolicy", "Alert", "Item", "Outgoing", "make_test_alert"]
 
@@ -102,9 +103,9 @@ class AlertPolicy:
         return len(self._episodes)
 
     # ----------------------------------------------------------------- inputs
-    def on_hit(self, event: Mapping[str, Any]) -> list[Outgoing]:
+    def on_hit(self, event: Hit) -> list[Outgoing]:
         """A blocked query (kind 'query' or 'cname'); a 'retro' event goes to on_retro."""
-        if event.get("kind") == "retro":
+        if event.kind == "retro":
             return self.on_retro([event])
         item = item_from_event("hit", event)
         if SEVERITY_RANK[item.severity] < self.min_rank:
@@ -130,7 +131,7 @@ class AlertPolicy:
             heapq.heappush(self._followups, (ep.alerted_at + self.cooldown, key))
         return out
 
-    def on_retro(self, finds: Iterable[Mapping[str, Any]]) -> list[Outgoing]:
+    def on_retro(self, finds: Iterable[Hit]) -> list[Outgoing]:
         """Retro-hunt finds: the caller sends each (client, name) once, so no dedup here."""
         now = self.clock()
         out: list[Outgoing] = []

@@ -133,6 +133,12 @@ class AccessList:
         return any((value & mask) in nets for mask, nets in self._tables[addr.version])
 
     @property
+    def allows_everything(self) -> bool:
+        """Every IPv4 and IPv6 address is allowed (0.0.0.0/0 and ::/0): the pipeline then
+        leaves the access stage out of the chain instead of asking per packet."""
+        return {str(n) for n in self.networks} >= {"0.0.0.0/0", "::/0"}
+
+    @property
     def cached(self) -> int:
         """How many decisions are cached (for tests and a gauge)."""
         return len(self._cache)

@@ -22,6 +22,7 @@ from sinkhole.dns.wire import (
     RA,
     RD,
     TC,
+    TYPE_ANY,
     TYPE_CNAME,
     TYPE_OPT,
     TYPE_SOA,
@@ -36,16 +37,34 @@ class ForgedReply(ValueError):
 class Reply:
     """An upstream answer, reduced to what serving it again needs."""
 
-    __slots__ = ("flags", "an", "ns", "ar", "body", "ttl_offsets", "ttl", "cnames")
+    __slots__ = ("flags", "an", "ns", "ar", "body", "ttl_offsets", "ttl", "cnames", "negative")
 
     def __init__(self, flags: int, an: int, ns: int, ar: int, body: bytes,
-                 ttl_offsets: tuple[int, ...], ttl: int, cnames: tuple[str, ...]) -> None:
+                 ttl_offsets: tuple[int, ...], ttl: int, cnames: tuple[str, ...],
+                 negative: bool = False) -> None:
         self.flags = flags              # upstream header flags (rcode, AD, TC)
         self.an, self.ns, self.ar = an, ns, ar   # counts, OPT excluded from ar
         self.body = body                # records after the question, OPT removed
         self.ttl_offsets = ttl_offsets  # offsets of every TTL field inside body
-        self.ttl = ttl                  # how long it may be cached (-1: not cacheable)
+        # How long it may be cached: the smallest TTL of any record kept (-1: not cacheable).
+        # Uncapped: the cache applies its configured max_ttl / max_negative_ttl (clamp()).
+        self.ttl = ttl
         self.cnames = cnames            # CNAME targets in the answer section, lower dotted
+        self.negative = negative        # NXDOMAIN or NODATA: capped by max_negative_ttl
+
+    def clamp(self, limit: int) -> None:
+        """Lower the lifetime and every TTL above `limit` to `limit`, so clients are not told
+        to keep a record longer than our cap lets us (a 1-week TTL under a 1-day max_ttl).
+        Rare (only over-cap answers, once per upstream reply): the body is copied, not the
+        per-packet render."""
+        if self.ttl <= limit:
+            return
+        buf = bytearray(self.body)
+        for o in self.ttl_offsets:
+            if unpack_from("!I", buf, o)[0] > limit:
+                pack_into("!I", buf, o, limit)
+        self.body = bytes(buf)
+        self.ttl = limit
 
     @property
     def rcode(self) -> int:
@@ -108,9 +127,12 @@ def _skip_name(data: bytes, off: int) -> int:
         off += n + 1
 
 
-def parse_reply(data: bytes, txid: int, question: bytes, max_ttl: int = 86400) -> Reply:
+def parse_reply(data: bytes, txid: int, question: bytes) -> Reply:
     """Check `data` answers `question` (lower-case name wire + type + class) with `txid`, then
-    index it. Raises ForgedReply for anything that does not match or does not parse."""
+    index it. Raises ForgedReply for anything that does not match or does not parse.
+
+    Config-free: Reply.ttl is the answer's own lifetime; the cache caps it (cache.max_ttl,
+    cache.max_negative_ttl) when it stores the reply."""
     if len(data) < 12:
         raise ForgedReply("short reply")
     rid, flags, qd, an, ns, ar = unpack_from("!6H", data)
@@ -123,19 +145,28 @@ def parse_reply(data: bytes, txid: int, question: bytes, max_ttl: int = 86400) -
     if data[12:qend - 4].lower() != question[:-4] or data[qend - 4:qend] != question[-4:]:
         raise ForgedReply("question mismatch")
     try:
-        return _index(data, flags, qend, an, ns, ar, max_ttl)
+        return _index(data, flags, qend, an, ns, ar)
     except (IndexError, ValueError, StructError) as err:
         raise ForgedReply(f"malformed records: {err}") from None
 
 
-def _index(data: bytes, flags: int, qend: int, an: int, ns: int, ar: int,
-           max_ttl: int) -> Reply:
+def _index(data: bytes, flags: int, qend: int, an: int, ns: int, ar: int) -> Reply:
+    """One walk over the records. The lifetime is the smallest TTL of every record kept, in
+    any section: an entry is served whole, so a 4 s CNAME in front of an NXDOMAIN, or a 4 s
+    glue A beside a 3600 s MX, must not outlive its own TTL inside it. A negative answer
+    (NXDOMAIN, or NOERROR without a record of the type asked — a CNAME chain ending nowhere is
+    NODATA too) adds min(SOA TTL, SOA MINIMUM) (RFC 2308 section 5) and is not cached at all
+    without an SOA. With the lifetime the smallest TTL, render()'s countdown never reaches 0
+    while an entry is fresh (age < ttl <= every record's TTL)."""
     off = qend
+    qtype = (data[qend - 4] << 8) | data[qend - 3]
     ttl_offs: list[int] = []
     cnames: list[str] = []
-    min_answer = max_ttl
-    neg_ttl = -1
-    opt = None
+    lowest = 0xFFFFFFFF     # smallest TTL of the records kept
+    answered = False        # the answer section holds a record of the type asked
+    soa_min = -1            # min(TTL, MINIMUM) of the authority section's SOA
+    opt = -1                # where the OPT starts
+    cut = 0                 # records after the OPT (dropped with it)
     for i in range(an + ns + ar):
         start = off
         off = _skip_name(data, off)
@@ -145,36 +176,40 @@ def _index(data: bytes, flags: int, qend: int, an: int, ns: int, ar: int,
         if off > len(data):
             raise ValueError("record data truncated")
         if rtype == TYPE_OPT:
-            if i < an + ns or opt is not None:   # RFC 6891 6.1.1: one OPT, in additional
+            if i < an + ns or opt >= 0:   # RFC 6891 6.1.1: one OPT, in additional
                 raise ValueError("misplaced or repeated OPT record")
-            opt = (start, off)
+            opt = start
+            continue
+        if opt >= 0:
+            cut += 1
             continue
         ttl_offs.append(rdata - 6)
+        if ttl < lowest:
+            lowest = ttl
         if i < an:
-            min_answer = min(min_answer, ttl)
+            if rtype == qtype or qtype == TYPE_ANY:
+                answered = True
             if rtype == TYPE_CNAME:
                 cnames.append(read_name(data, rdata)[0])
-        elif i < an + ns and rtype == TYPE_SOA and rdlen >= 22:
-            neg_ttl = min(ttl, unpack_from("!I", data, off - 4)[0])
-    body = data[qend:off]
-    if opt is not None:
+        elif i < an + ns and rtype == TYPE_SOA and rdlen >= 22 and soa_min < 0:
+            soa_min = min(ttl, unpack_from("!I", data, off - 4)[0])
+    if opt >= 0:
         # Cut the OPT and whatever follows it: later records may point into bytes after it,
         # and additional records are optional, so dropping them is always safe.
-        body = data[qend:opt[0]]
-        kept = [o for o in ttl_offs if o < opt[0]]
-        ar -= 1 + len(ttl_offs) - len(kept)
-        ttl_offs = kept
-    base = qend
-    rcode = flags & 0xF
-    if flags & TC:
-        ttl = -1
-    elif rcode == NOERROR and an:
-        ttl = min_answer
-    elif rcode in (NOERROR, NXDOMAIN):
-        ttl = min(neg_ttl, max_ttl)   # RFC 2308; no SOA means not cacheable (-1)
+        body = data[qend:opt]
+        ar -= 1 + cut
     else:
+        body = data[qend:off]
+    rcode = flags & 0xF
+    negative = rcode == NXDOMAIN or not answered
+    if flags & TC or rcode not in (NOERROR, NXDOMAIN):
         ttl = -1
-    return Reply(flags, an, ns, ar, body, tuple(o - base for o in ttl_offs), ttl, tuple(cnames))
+    elif negative:
+        ttl = min(lowest, soa_min) if soa_min >= 0 else -1   # no SOA: not cacheable
+    else:
+        ttl = lowest
+    return Reply(flags, an, ns, ar, body, tuple(o - qend for o in ttl_offs), ttl,
+                 tuple(cnames), negative)
 
 
 STALE_TTL = 30  # RFC 8767 section 4: TTL of a stale answer served when upstreams fail

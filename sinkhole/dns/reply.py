@@ -29,6 +29,7 @@ from sinkhole.dns.wire import (
 EDNS_SIZE = 1232
 
 # Extended DNS Error codes (RFC 8914) that we emit.
+EDE_OTHER = 0
 EDE_STALE = 3
 EDE_BLOCKED = 15
 EDE_PROHIBITED = 18
@@ -131,7 +132,7 @@ def minimal_any(q: Query) -> bytes:
 
 
 __all__ = [
-    "EDNS_SIZE", "EDE_BLOCKED", "EDE_NETWORK_ERROR", "EDE_NO_REACHABLE_AUTHORITY",
+    "EDNS_SIZE", "EDE_BLOCKED", "EDE_OTHER", "EDE_NETWORK_ERROR", "EDE_NO_REACHABLE_AUTHORITY",
     "EDE_PROHIBITED", "EDE_STALE", "TYPE_AAAA", "address_rdata", "answer_rr", "client_limit",
     "ede_option", "error_reply", "header_only_reply", "opt_record", "reply_flags", "soa_rr",
     "truncated_reply",

@@ -27,6 +27,8 @@ TYPE_A, TYPE_NS, TYPE_CNAME, TYPE_SOA, TYPE_AAAA, TYPE_OPT, TYPE_ANY = 1, 2, 5, 
 CLASS_IN = 1
 
 MAX_NAME_WIRE = 255
+# Last byte of Query.key by (DO, CD): index DO + 2*CD (CD is 0x10, so (flags & CD) // 8).
+_KEY_FLAGS = (b"\x00", b"\x01", b"\x02", b"\x03")
 MAX_LABEL = 63
 
 
@@ -51,7 +53,7 @@ class Query:
     """One decoded client query; the raw bytes stay the source of truth.
 
     `qname` is the lower-case dotted name (latin-1, so every byte survives) used by policy;
-    `key` is the cache key (lower-cased name wire + type + class + DO), computed once here
+    `key` is the cache key (lower-cased name wire + type + class + DO/CD), computed once here
     because both the cache and the in-flight table need it.
     """
 
@@ -114,6 +116,10 @@ def parse_query(data: bytes) -> Query:
     txid, flags, qdcount, ancount, nscount, arcount = unpack_from("!6H", data)
     if flags & QR:
         raise WireError("response packet sent to the server", None, txid)
+    if flags & OPCODE_MASK and qdcount != 1:
+        # RFC 1035 4.1.1: an opcode we do not implement is NOTIMP whatever the rest holds
+        # (NOTIFY, UPDATE, DSO may carry no question); only a QUERY is judged further.
+        raise WireError("opcode not supported", NOTIMP, txid)
     if qdcount != 1:
         raise WireError("question count is not 1", FORMERR, txid)
     try:
@@ -130,7 +136,10 @@ def parse_query(data: bytes) -> Query:
         raise WireError("query carries answer or authority records", FORMERR, txid, q)
     if arcount:
         _parse_additional(data, q, arcount)
-    q.key = data[12:off].lower() + data[off:off + 4] + (b"\x01" if q.do else b"\x00")
+    # The last key byte holds DO and CD: an answer fetched with CD=1 (upstream validation
+    # off) must never be served to a client that did not set CD, nor a DO=0 answer (no
+    # signatures) to a validating client.
+    q.key = data[12:off].lower() + data[off:off + 4] + _KEY_FLAGS[q.do + (flags & CD) // 8]
     return q
 
 

@@ -9,31 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from sinkhole.events import Hit
 
-@dataclass(frozen=True, slots=True)
-class HitEvent:
-    """One blocked (or retro-found) query, as the pipeline decided it.
-
-    ``client_name`` is the name the client had *at the time of the query*: addresses move
-    between devices, so it is resolved when the hit happens, not when it is read.
-    ``first_seen``/``last_seen`` are set only for ``kind='retro'`` (from the history).
-    """
-
-    time: float
-    client_ip: str
-    client_name: str | None
-    qname: str
-    qtype: str
-    list: str
-    category: str | None
-    severity: str | None
-    rule: str | None
-    action: str | None
-    transport: str | None
-    kind: str = "query"
-    first_seen: float | None = None
-    last_seen: float | None = None
-    count: int = 1          # > 1 only for kind 'flood': hits aggregated into one row
+# The store takes the pipeline's typed Hit as it is (one row per Hit).
+HitEvent = Hit
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""atheris target: the whole per-packet path (Resolver.handle) and the upstream reply parser.
+"""atheris target: the whole per-packet path (Pipeline.handle) and the upstream reply parser.
 
 Each input is one datagram, fed as a query from an allowed, a rate-limited and a refused
 client over UDP and TCP (again with QR cleared, so the seed replies reach the query path too),
