@@ -95,7 +95,7 @@ def cmd_run(config: Config, args: argparse.Namespace) -> int:
 
     setup_logging(config.log.level, config.log.format, args.debug)
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, config_path=args.config))
     except StartupError as err:
         log.error("cannot start: %s", err, exc_info=args.debug)
         return EXIT_USAGE

@@ -85,7 +85,7 @@ FAULT_AT = 1.5              # seconds into the load when the upstream turns bad
 def fault_answer(q: dns.message.Message) -> dns.message.Message | None:
     """The upstream's data: names under stale.test live 1 s (so they are stale when the fault
     hits), everything else 300 s."""
-    ttl = 1 if q.question and q.question[0].name.to_text().endswith("stale.test.") else 300
+    ttl = 1 if q.question and q.question[0].name.to_text().lower().endswith("stale.test.") else 300
     return default_answer(q, ttl=ttl)
 
 
@@ -285,7 +285,7 @@ def test_upstream_fault_under_load(fault: str, service_dir: Path) -> None:
                     load.join(LOAD_SECONDS + 30)
             samples = child.metrics()
             rss_after = child.status()
-            asked = {q.question[0].name.to_text().rstrip(".") for _, q, _ in up.queries
+            asked = {q.question[0].name.to_text().rstrip(".").lower() for _, q, _ in up.queries
                      if q.question}
             leaked: list[str] = []
             if fault == "spoof":   # a forged answer that got in would sit in the cache now

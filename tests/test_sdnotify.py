@@ -221,20 +221,17 @@ def attempt(fn):
     return "allowed"
 
 bound = bind_low_port()
-state = sys.argv[1]
-chowned = privdrop.own_state_dir(state, "nobody")
 user = privdrop.drop_privileges("nobody")
 peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 peer.sendto(b"still-bound", bound.getsockname())
 other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 print(json.dumps({
-    "user": user, "chowned": chowned, "port": bound.getsockname()[1],
+    "user": user, "port": bound.getsockname()[1],
     "resuid": os.getresuid(), "resgid": os.getresgid(), "groups": os.getgroups(),
     "setuid0": attempt(lambda: os.setuid(0)), "seteuid0": attempt(lambda: os.seteuid(0)),
     "bind_low": attempt(lambda: other.bind(("127.0.0.1", bound.getsockname()[1] - 1))),
     "received": bound.recv(100).decode(),
     "again": privdrop.drop_privileges("nobody"),
-    "state_writable": attempt(lambda: open(os.path.join(state, "new.db"), "w").close()),
 }))
 """
 
@@ -247,22 +244,10 @@ def run_child(script: str, *args: str, env: dict[str, str] | None = None
                           capture_output=True, text=True, timeout=60, check=False, cwd=ROOT)
 
 
-@pytest.fixture
-def state_dir() -> Iterator[Path]:
-    """Outside pytest's tmp_path, whose root-only parents nobody could not traverse."""
-    with tempfile.TemporaryDirectory(prefix="sinkhole-state-") as folder:
-        yield Path(folder)
-
-
 @needs_root
-def test_root_binds_then_drops_for_good(tmp_path: Path, state_dir: Path) -> None:
-    state = state_dir
-    (state / "lists").mkdir()
-    (state / "sinkhole.db").write_text("")
-    secret = tmp_path / "outside"
-    secret.write_text("root only")
-    (state / "link").symlink_to(secret)  # a planted link must not hand `outside` to nobody
-    res = run_child(DROP_SCRIPT, str(state))
+def test_root_binds_then_drops_for_good() -> None:
+    # What root hands over before the drop (only what it created) is in tests/test_privdrop.py.
+    res = run_child(DROP_SCRIPT)
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
     assert out["user"] == "nobody"
@@ -272,24 +257,19 @@ def test_root_binds_then_drops_for_good(tmp_path: Path, state_dir: Path) -> None
     assert out["bind_low"] == "denied"          # no capability survived the drop
     assert out["received"] == "still-bound"     # the socket bound as root keeps serving
     assert out["again"] is None                 # not root any more: a no-op
-    assert out["state_writable"] == "allowed"
-    assert out["chowned"] == 4                  # state, lists, sinkhole.db, the link itself
-    nobody = (out["resuid"][0], out["resgid"][0])
-    for entry in (state, state / "lists", state / "sinkhole.db"):
-        assert (entry.stat().st_uid, entry.stat().st_gid) == nobody
-    assert secret.stat().st_uid == 0
 
 
 @needs_root
 @pytest.mark.parametrize("var", ["INVOCATION_ID", "NOTIFY_SOCKET"])
 def test_under_systemd_nothing_is_dropped(var: str, tmp_path: Path) -> None:
-    script = ("import os, sys\nfrom sinkhole import privdrop\n"
-              "print(privdrop.own_state_dir(sys.argv[1], 'nobody'), "
+    script = ("import os, sys\nfrom sinkhole import privdrop\nfrom sinkhole.config import "
+              "parse_config\ncfg = parse_config({'storage': {'path': sys.argv[1]}})\n"
+              "print(privdrop.RootStart.prepare(cfg, None), "
               "privdrop.drop_privileges('nobody'), os.geteuid())")
-    res = run_child(script, str(tmp_path / "state"), env={var: "/run/systemd/notify"})
+    res = run_child(script, str(tmp_path / "state" / "s.db"), env={var: "/run/systemd/notify"})
     assert res.returncode == 0, res.stderr
-    assert res.stdout.split() == ["0", "None", "0"]
-    assert not (tmp_path / "state").exists()
+    assert res.stdout.split() == ["None", "None", "0"]
+    assert not (tmp_path / "state").exists()    # nothing created, nothing chowned
 
 
 @needs_root

@@ -28,17 +28,38 @@ def load_config(path: str | Path | None) -> Config:
     and the CLI find the same files whatever their working directory.
     """
     if path is None:
-        return Config()
+        return embedded_default()
     cfg = parse_config(read_yaml(path), str(path))
     base = Path(path).resolve().parent
     storage = cfg.storage
     if not Path(storage.path).is_absolute():
         storage = dataclasses.replace(storage, path=str(base / storage.path))
+    clients = dataclasses.replace(cfg.clients, leases=tuple(
+        str(base / p) if not Path(p).is_absolute() else p for p in cfg.clients.leases))
     return dataclasses.replace(cfg, blocklists=tuple(_absolute(base, cfg.blocklists)),
                                allowlists=tuple(_absolute(base, cfg.allowlists)),
-                               storage=storage)
+                               storage=storage, clients=clients)
+
+
+def embedded_default() -> Config:
+    """`sinkhole run` with no config file: the defaults, plus the Operation Triangulation C2
+    list shipped inside the package (critical, NXDOMAIN), so the first run already sinkholes
+    and records who asked. A config file names its own lists (this one included, if wanted)."""
+    from sinkhole.config.schema import Blocklist
+    shipped = Path(__file__).resolve().parent.parent / "data" / "triangulation.txt"
+    return Config(blocklists=(Blocklist(name="triangulation", path=str(shipped), category="c2",
+                                        severity="critical", action="nxdomain"),))
 
 
 def _absolute(base: Path, specs: Any) -> list[Any]:
-    return [dataclasses.replace(s, path=str(base / s.path)) if not Path(s.path).is_absolute()
-            else s for s in specs]
+    out = []
+    for s in specs:
+        changes = {}
+        if s.path and not Path(s.path).is_absolute():
+            changes["path"] = str(base / s.path)
+        for key in ("headers_file", "ca_file"):
+            value = getattr(s, key, None)
+            if value and not Path(value).is_absolute():
+                changes[key] = str(base / value)
+        out.append(dataclasses.replace(s, **changes) if changes else s)
+    return out

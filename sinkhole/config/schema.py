@@ -147,14 +147,60 @@ SEVERITIES = ("info", "warning", "critical")
 ACTIONS = ("nxdomain", "null", "sinkhole", "refused")
 
 
+FORMATS = ("auto", "plain", "hosts", "adblock", "rpz", "stix2", "misp", "csv")
+
+
+def _feed_url(value: Any) -> str:
+    from urllib.parse import urlsplit
+    if not isinstance(value, str) or urlsplit(value).scheme not in ("http", "https") \
+            or not urlsplit(value).hostname:
+        raise ValueError(f"{value!r} is not an http(s) URL")
+    return value
+
+
+def _column(value: Any) -> str | int:
+    if isinstance(value, bool) or not isinstance(value, str | int) or value in ("", -1):
+        raise ValueError(f"{value!r} is not a CSV column name or number (counted from 1)")
+    if isinstance(value, int) and value < 1:
+        raise ValueError(f"{value!r}: columns are counted from 1")
+    return value
+
+
 @dataclass(frozen=True)
 class Blocklist:
     name: str = setting("", check=_list_name, required="every blocklist needs a name")
-    path: str = setting("", check=_path,     # a file or a folder; relative to the config file
-                        required="a file or a folder of list files")
+    # Exactly one of path (a file or a folder, relative to the config file, kept in git) and
+    # url (a feed fetched on a schedule; its last good download is kept in the state dir).
+    path: str = setting("", check=_path)
+    url: str = setting("", check=_feed_url)
+    format: str = setting("auto", check=one_of(*FORMATS))
     category: str = setting("malware", check=_category)
     severity: str = setting("warning", check=one_of(*SEVERITIES))
     action: str = setting("nxdomain", check=one_of(*ACTIONS))
+    refresh: Duration = 6 * 3600.0        # URL lists: how often (plus up to 10 % jitter)
+    timeout: Duration = 30.0              # URL lists: the whole download
+    max_size: int = setting(64 << 20, check=parse_size)   # URL lists: bytes, decompressed
+    headers_file: str | None = None       # "Name: value" lines sent with the request; secret
+    ca_file: str | None = None            # extra CA bundle for this feed's https
+    column: str | int = setting("", check=_column)   # csv: the column holding the names
+    to_ids_only: bool = True              # misp: only attributes marked to_ids
+
+    def __post_init__(self) -> None:
+        if bool(self.path) == bool(self.url):
+            raise ValueError("path: set exactly one of path (a file or folder) and url (a "
+                             "feed)")
+        if self.format == "csv" and self.column == "":
+            raise ValueError("column: required with format csv (a header name or a number "
+                             "counted from 1)")
+        if self.url and self.refresh < 60:
+            raise ValueError("refresh: at least 1m (a feed is not a stream; be kind to its "
+                             "server)")
+
+    @property
+    def source(self) -> str:
+        """Where the list comes from, for reports: the path, or the URL without its query
+        (a feed URL may carry a key)."""
+        return self.path or self.url.split("?", 1)[0]
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 One ClientSession for the daemon's life keeps connections (and TLS sessions) alive between
 queries, as aiohttp's docs advise; a session per query would pay a handshake every time.
+The body is read to its end (it may come in several segments or chunks), bounded by 64 KiB:
+no DNS message is longer, so a longer body is a broken upstream, not something to cut and parse.
 """
 
 from __future__ import annotations
@@ -11,9 +13,10 @@ import ssl
 import aiohttp
 
 from sinkhole.dns.message import ForgedReply, Reply, parse_reply
-from sinkhole.upstream.udp import UpstreamError
+from sinkhole.errors import UpstreamError, UpstreamTimeout
 
 _CT = "application/dns-message"
+_MAX_BODY = 65536
 
 
 class DohUpstream:
@@ -40,10 +43,10 @@ class DohUpstream:
                     raise UpstreamError(f"https: HTTP {resp.status}")
                 if resp.content_type != _CT:
                     raise UpstreamError(f"https: unexpected content-type {resp.content_type}")
-                data = await resp.content.read(65536)
+                data = await _read_body(resp)
         except TimeoutError:
-            raise UpstreamError("timeout") from None
-        except aiohttp.ClientError as err:
+            raise UpstreamTimeout() from None
+        except (aiohttp.ClientError, EOFError) as err:
             raise UpstreamError(f"https: {err}") from None
         try:
             return parse_reply(data, txid, question)
@@ -55,3 +58,20 @@ class DohUpstream:
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+async def _read_body(resp: aiohttp.ClientResponse) -> bytes:
+    """The whole body (one read when Content-Length is sent), UpstreamError past _MAX_BODY."""
+    size = resp.content_length
+    if size is not None:
+        if size > _MAX_BODY:
+            raise UpstreamError(f"https: reply body of {size} bytes")
+        return await resp.content.readexactly(size)   # short: IncompleteReadError (EOFError)
+    data = b""
+    while True:   # chunked: read to the end, never past the bound
+        more = await resp.content.read(_MAX_BODY + 1 - len(data))
+        if not more:
+            return data
+        data += more
+        if len(data) > _MAX_BODY:
+            raise UpstreamError(f"https: reply body over {_MAX_BODY} bytes")

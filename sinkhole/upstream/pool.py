@@ -7,7 +7,7 @@ left, so with every upstream down the client still gets SERVFAIL (or a stale ans
 from __future__ import annotations
 
 import asyncio
-import random
+import secrets
 import socket
 import ssl
 import time
@@ -15,21 +15,17 @@ from collections.abc import Callable, Sequence
 
 from sinkhole.config.values import UpstreamURL, parse_upstream
 from sinkhole.dns.message import Reply, build_query
+from sinkhole.dns.wire import REFUSED, SERVFAIL
+from sinkhole.errors import AllUpstreamsFailed, UpstreamError, UpstreamRcode, UpstreamTimeout
 from sinkhole.upstream.doh import DohUpstream
 from sinkhole.upstream.stream import StreamUpstream
-from sinkhole.upstream.udp import UpstreamError, udp_exchange
+from sinkhole.upstream.udp import udp_exchange
+
+__all__ = ["AllUpstreamsFailed", "Upstream", "UpstreamPool", "default_upstreams"]
 
 # How long a failed upstream is tried only after the healthy ones.
 PENALTY_SECONDS = 30.0
-
-
-class AllUpstreamsFailed(Exception):
-    """No upstream answered in time; `reason` is the last failure (for the EDE text)."""
-
-    def __init__(self, reason: str, timed_out: bool):
-        super().__init__(reason)
-        self.reason = reason
-        self.timed_out = timed_out
+_FAILURE_RCODES = {SERVFAIL: "rcode SERVFAIL", REFUSED: "rcode REFUSED"}
 
 
 class Upstream:
@@ -53,21 +49,22 @@ class Upstream:
             self.stream = StreamUpstream(url.host, url.port, tls, url.tls_name, on_forged)
 
     async def query(self, question: bytes, do: bool, cd: bool, timeout: float) -> Reply:
+        """`question` is lower-case (the cache key's); 0x20 mixes its case on UDP only, where
+        spoofing is possible: a stream (TCP, TLS, HTTPS) is not blind-spoofable."""
         if self.doh is not None:
-            txid = random.getrandbits(16)
+            txid = secrets.randbits(16)
             return await self.doh.exchange(build_query(txid, question, do, cd), txid, question,
                                            timeout)
         assert self.stream is not None
         if self.url.proto == "udp":
             start = time.monotonic()
-            txid = random.getrandbits(16)
-            reply = await udp_exchange(self.addr, self.family, build_query(txid, question, do, cd),
-                                       txid, question, timeout, self.on_forged)
+            reply = await udp_exchange(self.addr, self.family, question, do, cd,
+                                       self.url.randomize_case, timeout, self.on_forged)
             if not reply.truncated:
                 return reply
             timeout -= time.monotonic() - start   # RFC 7766: retry the truncated answer on TCP
             if timeout <= 0:
-                raise UpstreamError("timeout")
+                raise UpstreamTimeout()
         return await self.stream.exchange(lambda t: build_query(t, question, do, cd), question,
                                           timeout)
 
@@ -99,10 +96,14 @@ class UpstreamPool:
         return sorted(self.upstreams, key=lambda u: now - u.failed_at < PENALTY_SECONDS)
 
     async def resolve(self, question: bytes, do: bool, cd: bool) -> Reply:
+        """The first real answer; AllUpstreamsFailed when every upstream timed out, failed or
+        said SERVFAIL/REFUSED (so the resolver can serve stale instead of relaying a failure).
+        `timed_out` is set only when every failure was a timeout (the EDE code tells them apart).
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         order = self._order(time.monotonic())
-        reason, timed_out = "no upstreams configured", False
+        reason, tried, timeouts = "no upstreams configured", 0, 0
         for i, up in enumerate(order):
             left = deadline - loop.time()
             if left <= 0.005:
@@ -111,23 +112,20 @@ class UpstreamPool:
             start = loop.time()
             try:
                 reply = await up.query(question, do, cd, share)
+                failed = _FAILURE_RCODES.get(reply.flags & 0xF)
+                if failed is not None:   # this upstream's failure, not an answer: the next
+                    raise UpstreamRcode(failed, reply.flags & 0xF)
             except (UpstreamError, OSError) as err:   # any socket surprise: this upstream failed
                 up.failed_at = time.monotonic()
-                reason, timed_out = f"{up.name}: {err}", str(err) == "timeout"
-                self._report(up.name, "timeout" if timed_out else "error", loop.time() - start)
+                reason = f"{up.name}: {err}"
+                tried += 1
+                timeouts += isinstance(err, UpstreamTimeout)
+                self._report(up.name, _outcome(err), loop.time() - start)
                 continue
-            if reply.rcode in (2, 5):   # SERVFAIL/REFUSED from this upstream: try another
-                up.failed_at = time.monotonic()
-                reason = f"{up.name}: rcode {reply.rcode}"
-                self._report(up.name, "servfail" if reply.rcode == 2 else "refused",
-                             loop.time() - start)
-                if i + 1 < len(order):
-                    continue
-                return reply
             up.failed_at = 0.0
             self._report(up.name, "ok", loop.time() - start)
             return reply
-        raise AllUpstreamsFailed(reason, timed_out)
+        raise AllUpstreamsFailed(reason, tried > 0 and timeouts == tried)
 
     def _report(self, name: str, outcome: str, seconds: float) -> None:
         if self.on_result is not None:
@@ -135,6 +133,15 @@ class UpstreamPool:
 
     async def close(self) -> None:
         await asyncio.gather(*(u.close() for u in self.upstreams), return_exceptions=True)
+
+
+def _outcome(err: BaseException) -> str:
+    """The on_result outcome label of one failed attempt."""
+    if isinstance(err, UpstreamTimeout):
+        return "timeout"
+    if isinstance(err, UpstreamRcode):
+        return "servfail" if err.rcode == SERVFAIL else "refused"
+    return "error"
 
 
 def default_upstreams(own: Sequence[tuple[str, int]],

@@ -2,7 +2,10 @@
 
 Each peer runs its own asyncio loop in a background thread, so test code stays synchronous.
 Misbehaviour is chosen with `mode` (and `delay`), both plain attributes that may be changed while
-the peer runs; the mode and delay are read once per query, when it arrives.
+the peer runs; the mode and delay are read once per query, when it arrives. Streams also have
+`close_next` (the next N stream queries have their connection closed unanswered: the race of a
+server closing an idle connection as a query arrives, made deterministic); DohUpstream has
+`chunks` and `body_padding` to shape the HTTP body.
 """
 
 import asyncio
@@ -51,12 +54,15 @@ MODES = frozenset(
         "truncate",
         "servfail",
         "big",
+        "refused",
+        "lower_question",
     }
 )
 EDNS_PAYLOAD = 1232  # what we advertise, the DNS Flag Day 2020 value
 IDLE_TIMEOUT = 30.0  # RFC 7766 leaves it to the server; long enough never to bite a test
 SPRAY_LIMIT = 200_000  # spray_udp refuses more: a test bug must not turn into an endless flood
 DOH_PATH = "/dns-query"
+CHUNK_PAUSE = 0.02  # between DoH body chunks: each leaves in its own segment, like a slow server
 
 _NX_ZONE = dns.name.from_text("nx.test.")
 _CNAME_ZONE = dns.name.from_text("cname.test.")
@@ -297,6 +303,7 @@ class _Peer:
         self.ttl = ttl
         self.port = 0
         self.connections = 0
+        self.close_next = 0  # stream queries still to be met by closing their connection
         self.queries: list[tuple[str, dns.message.Message, PeerAddr]] = []
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -408,6 +415,13 @@ class _Peer:
                 self._cond.notify_all()
         return q
 
+    def _take_close(self) -> bool:
+        with self._cond:
+            if self.close_next <= 0:
+                return False
+            self.close_next -= 1
+            return True
+
     def _note_connection(self) -> None:
         with self._cond:
             self.connections += 1
@@ -459,9 +473,9 @@ class _Peer:
         self, q: dns.message.Message, wire: bytes, mode: str, transport: str
     ) -> bytes | None:
         r: dns.message.Message | None
-        if mode == "servfail":
+        if mode in ("servfail", "refused"):
             r = _response(q)
-            r.set_rcode(dns.rcode.SERVFAIL)
+            r.set_rcode(dns.rcode.SERVFAIL if mode == "servfail" else dns.rcode.REFUSED)
         elif mode == "truncate" and transport == "udp":
             r = _response(q)
             r.flags |= dns.flags.TC
@@ -479,6 +493,12 @@ class _Peer:
             r.ednsflags |= dns.flags.DO  # RFC 3225: the DO bit is copied into the response
         if mode == "wrong_txid":
             r.id = (q.id + 1) & 0xFFFF
+        if mode == "lower_question":  # a server that does not preserve the case it was asked
+            lowered = (dns.name.from_text(rr.name.to_text().lower()) for rr in r.question)
+            r.question = [
+                dns.rrset.RRset(name, rr.rdclass, rr.rdtype)
+                for name, rr in zip(lowered, r.question, strict=True)
+            ]
         # UDP replies respect the client's size (512 without EDNS); streams carry up to 64 KiB
         limit = (max(512, q.payload) if q.edns >= 0 else 512) if transport == "udp" else 65535
         return _to_wire(r, limit)
@@ -512,6 +532,10 @@ class _Peer:
                     size = int.from_bytes(head, "big")
                     wire = await asyncio.wait_for(reader.readexactly(size), IDLE_TIMEOUT)
                 except (asyncio.IncompleteReadError, TimeoutError, OSError, ssl.SSLError):
+                    break
+                if self._take_close():  # read, recorded, never answered: the connection just ends
+                    self._note(wire, self.stream_transport, peer)
+                    writer.close()
                     break
                 one = self._spawn(self._answer_stream(writer, wire, peer, self.mode, self.delay))
                 pending.add(one)
@@ -649,12 +673,16 @@ class DohUpstream(_TlsPeer):
 
     `connections` counts TCP connections accepted (before the TLS handshake). Extra mode
     'http_error' answers HTTP 500. 'silent' holds the request open until the client gives up.
+    `chunks` > 1 sends the body with chunked transfer encoding in that many pieces, each flushed
+    and CHUNK_PAUSE apart; `body_padding` appends that many zero bytes after the DNS message.
     """
 
     MODES: ClassVar[frozenset[str]] = MODES | {"http_error"}
     stream_transport: ClassVar[str] = "https"
 
     _runner: web.AppRunner | None = None
+    chunks = 0
+    body_padding = 0
 
     @property
     def url(self) -> str:  # type: ignore[override]
@@ -711,4 +739,21 @@ class DohUpstream(_TlsPeer):
             assert self._closing is not None
             await self._closing.wait()
             return web.Response(status=503)
-        return web.Response(body=reply, content_type="application/dns-message")
+        body = reply + bytes(self.body_padding)
+        if self.chunks > 1:
+            return await self._send_chunked(request, body, self.chunks)
+        return web.Response(body=body, content_type="application/dns-message")
+
+    async def _send_chunked(
+        self, request: web.Request, body: bytes, chunks: int
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"content-type": "application/dns-message"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        step = -(-len(body) // chunks)
+        for i in range(0, len(body), step):
+            if i:
+                await self._pause(CHUNK_PAUSE)
+            await resp.write(body[i : i + step])  # write() drains: this piece is on the wire
+        await resp.write_eof()
+        return resp
