@@ -28,6 +28,7 @@ class Admin:
     registry: CollectorRegistry
     reload: Callable[[str], Awaitable[Any]]
     last_reload: Callable[[], Any]
+    lists: Callable[[], list[dict[str, Any]]]
     serving: Callable[[], bool]
     ready: Callable[[], bool]
 
@@ -126,8 +127,13 @@ async def reload(request: web.Request) -> web.Response:
 
 
 async def lists(request: web.Request) -> web.Response:
-    result = request.app[ADMIN_KEY].last_reload()
-    return web.json_response(_result_json(result) if result else {})
+    """GET /api/v1/lists: one row per list (as `sinkhole lists --json`), and the last
+    reload's report."""
+    admin = request.app[ADMIN_KEY]
+    result = admin.last_reload()
+    rows = admin.lists()
+    return web.json_response({"items": rows, "count": len(rows),
+                              "last_reload": _result_json(result) if result else None})
 
 
 def _result_json(result: Any) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""CLI commands about lists: `check NAME` and `update-lists` (git pull, validate, reload)."""
+"""CLI commands about lists: `check NAME`, `lists`, and `update-lists` (git pull, validate,
+reload: the daemon then fetches the URL lists at once)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 
 from sinkhole.config import Config
 from sinkhole.config.values import HostPort
-from sinkhole.lists.loader import ListError, find_rule, load_path
+from sinkhole.lists.loader import ListError, load_path
 from sinkhole.lists.matcher import build_policy
 from sinkhole.lists.parse import normalise_name
 
@@ -26,12 +27,19 @@ def cmd_check(config: Config, args: Namespace) -> int:
     except ValueError as err:
         print(f"sinkhole: {args.name!r} is not a domain name: {err}", file=sys.stderr)
         return EXIT_USAGE
+    from sinkhole.lists.feeds import FeedFetcher
+    fetcher = FeedFetcher(Path(config.storage.path).parent)
     lists, allows, problems = [], [], []
     for spec in config.blocklists:
         try:
-            lists.append((spec, load_path(spec.path)))
+            parsed = _load_spec(spec, fetcher)
         except ListError as err:
             problems.append(f"list {spec.name}: {err}")
+            continue
+        if parsed is None:
+            problems.append(f"list {spec.name}: {spec.source} not downloaded yet")
+        else:
+            lists.append((spec, parsed))
     for spec in config.allowlists:
         try:
             allows.append(load_path(spec.path))
@@ -44,9 +52,9 @@ def cmd_check(config: Config, args: Namespace) -> int:
         print(f"{name}: not blocked (no list matches)")
         return EXIT_OK
     verdict, rule = found
-    paths = [s.path for s in config.blocklists if verdict.list and s.name == verdict.list.name] \
-        or [s.path for s in config.allowlists] + [s.path for s in config.blocklists]
-    where = [f"{f}:{line}: {text}" for p in paths for f, line, text in _rules(p, name)]
+    specs = [s for s in config.blocklists if verdict.list and s.name == verdict.list.name] \
+        or [*config.allowlists, *config.blocklists]
+    where = [f"{f}:{line}: {text}" for s in specs for f, line, text in _rules(s, name, fetcher)]
     if verdict.action == "allow":
         print(f"{name}: allowed by rule {rule!r}"
               + (f" in list {verdict.list.name}" if verdict.list else " (allowlist)"))
@@ -59,9 +67,18 @@ def cmd_check(config: Config, args: Namespace) -> int:
     return EXIT_OK
 
 
-def _rules(path: str, name: str) -> list[tuple[str, int, str]]:
+def _rules(spec: object, name: str, fetcher: object) -> list[tuple[str, object, str]]:
+    """Where the rules covering `name` are: file:line, or a feed object's id and text."""
+    from sinkhole.lists.formats import find_feed_rule
+    path = getattr(spec, "path", "")
+    if getattr(spec, "url", ""):
+        if not fetcher.has_good(spec):          # type: ignore[attr-defined]
+            return []
+        path = str(fetcher.good_path(spec))     # type: ignore[attr-defined]
     try:
-        return find_rule(path, name)
+        return find_feed_rule(path, getattr(spec, "format", "auto"), name,
+                              column=getattr(spec, "column", ""),
+                              to_ids_only=getattr(spec, "to_ids_only", True))
     except ListError:
         return []
 
@@ -73,9 +90,10 @@ def cmd_update_lists(config: Config, args: Namespace) -> int:
     only asked to reload once every step before it succeeded).
     """
     repos = _repos(config)
-    if not repos:
-        print("sinkhole: no list path is inside a git checkout; nothing to pull",
-              file=sys.stderr)
+    feeds = [s for s in config.blocklists if s.url]
+    if not repos and not feeds:
+        print("sinkhole: no list path is inside a git checkout and no list has a url; "
+              "nothing to update", file=sys.stderr)
         return EXIT_RUNTIME
     for repo in repos:
         res = subprocess.run(["git", "-C", str(repo), "pull", "--ff-only", "--quiet"],
@@ -87,6 +105,8 @@ def cmd_update_lists(config: Config, args: Namespace) -> int:
             return EXIT_RUNTIME
         print(f"pulled {repo}")
     for spec in [*config.blocklists, *config.allowlists]:
+        if not spec.path:
+            continue        # a feed: the daemon fetches and validates it on the reload
         try:
             parsed = load_path(spec.path)
         except ListError as err:
@@ -102,6 +122,8 @@ def cmd_update_lists(config: Config, args: Namespace) -> int:
 def _repos(config: Config) -> list[Path]:
     seen: list[Path] = []
     for spec in [*config.blocklists, *config.allowlists]:
+        if not spec.path:
+            continue
         p = Path(spec.path)
         folder = p if p.is_dir() else p.parent
         res = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"],
@@ -117,13 +139,11 @@ def _repos(config: Config) -> list[Path]:
 
 def reload_daemon(config: Config) -> int:
     """POST /api/v1/reload to the daemon this config describes; print its report."""
-    hp = config.listen.http
-    if hp is None:
+    url = _api_url(config, "/api/v1/reload")
+    if url is None:
         print("sinkhole: listen.http is off; send SIGHUP to the daemon to reload",
               file=sys.stderr)
         return EXIT_RUNTIME
-    host = "127.0.0.1" if hp.host == "0.0.0.0" else "::1" if hp.host == "::" else hp.host
-    url = f"http://{HostPort(host, hp.port).display()}/api/v1/reload"
     req = urllib.request.Request(url, method="POST", headers=_auth_headers(config))
     try:
         with urllib.request.urlopen(req, timeout=120) as resp:
@@ -150,3 +170,90 @@ def _auth_headers(config: Config) -> dict[str, str]:
     except OSError:
         return {}
     return {"Authorization": f"Bearer {token}"}
+
+
+LIST_COLUMNS = ("name", "source", "format", "entries", "last_success", "last_error",
+                "next_refresh")
+
+
+def cmd_lists(config: Config, args: Namespace) -> int:
+    """One row per list: from the running daemon when it answers, else read offline (entries
+    parsed from the files and the feeds' last good copies; no schedule to show)."""
+    rows = _daemon_rows(config)
+    if rows is None:
+        print("note: the daemon is not reachable; showing the lists as they are on disk",
+              file=sys.stderr)
+        rows = _offline_rows(config)
+    if args.json:
+        json.dump(rows, sys.stdout, indent=1, sort_keys=True)
+        print()
+        return EXIT_OK
+    from sinkhole.cli_data import print_table
+    shown = [{**r, "last_success": _when(r["last_success"]),
+              "next_refresh": _when(r["next_refresh"])} for r in rows]
+    print_table(shown, LIST_COLUMNS)
+    return EXIT_OK
+
+
+def _when(value: float | None) -> str | None:
+    if value is None:
+        return None
+    from datetime import UTC, datetime
+    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _daemon_rows(config: Config) -> list[dict] | None:
+    url = _api_url(config, "/api/v1/lists")
+    if url is None:
+        return None
+    req = urllib.request.Request(url, headers=_auth_headers(config))
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return json.load(resp)["items"]
+    except (urllib.error.URLError, OSError, ValueError, KeyError):
+        return None
+
+
+def _offline_rows(config: Config) -> list[dict]:
+    from sinkhole.lists.feeds import FeedFetcher
+    fetcher = FeedFetcher(Path(config.storage.path).parent)
+    rows = []
+    for name, spec in [(b.name, b) for b in config.blocklists] + \
+            [(f"allowlist[{i}]", a) for i, a in enumerate(config.allowlists)]:
+        url = getattr(spec, "url", "")
+        row = {"name": name, "source": getattr(spec, "source", spec.path),
+               "format": getattr(spec, "format", "auto"), "entries": 0,
+               "last_success": None, "last_error": None, "next_refresh": None}
+        try:
+            parsed = _load_spec(spec, fetcher)
+        except ListError as err:
+            row["last_error"] = str(err)
+        else:
+            row["entries"] = parsed.rules if parsed is not None else 0
+        if url:
+            st = fetcher.state(spec)
+            row["last_success"] = st.last_success
+            row["last_error"] = st.last_error if st.failures else row["last_error"]
+        rows.append(row)
+    return rows
+
+
+def _load_spec(spec: object, fetcher: object) -> object:
+    """Parse a configured list as the daemon does: its path, or a feed's last good copy
+    (None when a feed was never downloaded)."""
+    from sinkhole.lists.formats import load_feed
+    path = getattr(spec, "path", "")
+    if getattr(spec, "url", ""):
+        if not fetcher.has_good(spec):          # type: ignore[attr-defined]
+            return None
+        path = str(fetcher.good_path(spec))     # type: ignore[attr-defined]
+    return load_feed(path, getattr(spec, "format", "auto"), column=getattr(spec, "column", ""),
+                     to_ids_only=getattr(spec, "to_ids_only", True))
+
+
+def _api_url(config: Config, path: str) -> str | None:
+    hp = config.listen.http
+    if hp is None:
+        return None
+    host = "127.0.0.1" if hp.host == "0.0.0.0" else "::1" if hp.host == "::" else hp.host
+    return f"http://{HostPort(host, hp.port).display()}{path}"

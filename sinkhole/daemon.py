@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -28,8 +29,10 @@ from sinkhole.config.values import HostPort
 from sinkhole.dns.block import BlockAnswers
 from sinkhole.errors import StartupError
 from sinkhole.hits import HitRecorder, hit_from_mapping
+from sinkhole.lists.feeds import FeedFetcher
 from sinkhole.lists.manager import ListManager, ReloadResult
 from sinkhole.lists.matcher import Policy
+from sinkhole.lists.refresh import FeedRefresher
 from sinkhole.metrics import Metrics
 from sinkhole.pipeline import build_pipeline
 from sinkhole.ratelimit import RateLimiter
@@ -89,6 +92,9 @@ class Daemon:
         self._tasks: set[asyncio.Task] = set()
         self._stack: AsyncExitStack | None = None
         self.retro_task: asyncio.Task | None = None   # the latest retro-hunt (tests await it)
+        self._loaded_at: dict[str, float] = {}
+        self._retro_lock = asyncio.Lock()
+        self._last_error: dict[str, str | None] = {}
 
     @property
     def dns_bound(self) -> list[HostPort]:
@@ -147,13 +153,29 @@ class Daemon:
             on_hit=self.hits.on_hit,
             record_query=self.store.record_query if cfg.history.retention > 0 else None,
             clock=None if clock.monotonic is time.monotonic else clock.monotonic)
-        self.lists = ListManager(cfg.blocklists, cfg.allowlists, self._on_policy)
-        await self.lists.reload("startup")
+        feeds = [b for b in cfg.blocklists if b.url]
+        self.fetcher = FeedFetcher(os.path.dirname(cfg.storage.path),
+                                   default_ca_file=cfg.upstream_ca_file, clock=clock.time) \
+            if feeds else None
+        if self.fetcher is not None:
+            stack.push_async_callback(self.fetcher.close)
+        self.lists = ListManager(cfg.blocklists, cfg.allowlists, self._on_policy,
+                                 feed_copy=self._feed_copy)
+        await self.lists.reload("startup")    # feeds from their last good copy: no waiting
+        self.feeds = FeedRefresher(feeds, self.fetcher, self.lists, self.metrics,
+                                   on_outage=self.alerts.on_list_error, clock=clock.time) \
+            if self.fetcher is not None else None
+        if self.feeds is not None:
+            self.metrics.prime_feeds((f.name, self.fetcher.state(f).last_success) for f in feeds)
+            for f in feeds:
+                if not self.fetcher.has_good(f):
+                    self.feeds.mark_failing(f.name)   # the start-up load reported it
         s = cfg.server
         self.listeners = Listeners(self.pipeline.handle, self.metrics,
                                    tcp_idle=s.tcp_idle_timeout, tcp_max=s.tcp_max_connections,
                                    tcp_inflight=s.tcp_max_queries_in_flight,
                                    tcp_max_per_client=s.tcp_max_connections_per_client)
+        self.metrics.watch_listeners(self.listeners)
         stack.push_async_callback(self.listeners.drain, s.drain_timeout)
         await self.listeners.start(cfg.listen.dns)
         if cfg.listen.http is not None:
@@ -165,8 +187,11 @@ class Daemon:
             self._spawn(self._refresh_names(cfg.clients.refresh_interval))
         if cfg.storage.hit_detail_rate:
             self._spawn(self._flush_floods())
-        if cfg.reload.watch and (cfg.blocklists or cfg.allowlists):
+        if cfg.reload.watch and any(b.path for b in (*cfg.blocklists, *cfg.allowlists)):
             self._spawn(self.lists.watch(cfg.reload.poll_interval, cfg.reload.debounce))
+        if self.feeds is not None:
+            for f in self.feeds.specs:
+                self._spawn(self.feeds.run(f))
         if cfg.history.retention > 0 and self.lists.policy.lists:
             # Names listed while the daemon was down: asked before we knew they were bad.
             self.retro_task = self._spawn(self._retrohunt_startup())
@@ -234,7 +259,15 @@ class Daemon:
 
     async def _retrohunt(self, added: dict[str, set[str]] | None) -> None:
         """Who asked for these names before they were listed? `added`: the names a reload
-        added per list; None: the whole policy against the whole history (start-up)."""
+        added per list; None: the whole policy against the whole history (start-up).
+
+        One hunt at a time, and its finds committed before the next starts: the dedup
+        (a (client, name) is reported once) reads committed retro hits, so a start-up hunt and
+        a feed refresh racing would otherwise report the same device twice."""
+        async with self._retro_lock:
+            await self._hunt(added)
+
+    async def _hunt(self, added: dict[str, set[str]] | None) -> None:
         infos = {i.name: i for i in self.lists.policy.lists}
         since = self.clock.time() - max(self.config.history.retention, 1.0)
         names = self.client_names.name_for
@@ -254,6 +287,8 @@ class Daemon:
         for find in finds:
             log_find(find)
         self.hits.on_retro(found)
+        if found:
+            await asyncio.to_thread(self.store.flush)
         searched = "the whole policy" if added is None else \
             f"{sum(map(len, added.values()))} new names"
         log.info("retro-hunt over %s: %d finds", searched, len(found),
@@ -265,6 +300,11 @@ class Daemon:
     def _on_policy(self, policy: Policy, result: ReloadResult) -> None:
         """Swap the new policy into the pipeline: one synchronous step on the loop."""
         self.pipeline.set_policy(policy)
+        now = self.clock.time()
+        for rep in result.reports:
+            self._last_error[rep.name] = rep.error
+            if not rep.error:
+                self._loaded_at[rep.name] = now
         self.metrics.on_reload(result)
         self.metrics.prime(policy.lists)
         self.hits.set_lists(policy.lists)
@@ -272,12 +312,50 @@ class Daemon:
         if result.reason != "startup" and result.added and self.config.history.retention > 0:
             self.retro_task = self._spawn(self._retrohunt(result.added))
 
+    def _feed_copy(self, spec: Any) -> Any:
+        """Where a feed's last good download is (None: never downloaded)."""
+        f = self.fetcher
+        return f.good_path(spec) if f is not None and f.has_good(spec) else None
+
     async def reload(self, reason: str) -> ReloadResult:
+        """Every list now: feeds are fetched first (conditional GET), then one reload parses
+        whatever changed. A feed that failed shows its error in the result."""
         sdnotify.reloading()
         try:
-            return await self.lists.reload(reason)
+            result, errors = (None, {}) if self.feeds is None else \
+                await self.feeds.refresh(None, reason)
+            if result is None:
+                result = await self.lists.reload(reason)
+            for rep in result.reports:
+                if rep.name in errors and not rep.error:
+                    rep.error = errors[rep.name]
+            return result
         finally:
             sdnotify.ready()
+
+    def list_rows(self) -> list[dict[str, Any]]:
+        """One row per list for `sinkhole lists` and GET /api/v1/lists: name, source, format,
+        entries, last_success, last_error, next_refresh (times Unix seconds, None if never)."""
+        last = self.lists.last_result
+        reports = {r.name: r for r in last.reports} if last is not None else {}
+        rows = []
+        specs = [(b.name, b) for b in self.config.blocklists] + \
+            [(f"allowlist[{i}]", a) for i, a in enumerate(self.config.allowlists)]
+        for name, spec in specs:
+            rep = reports.get(name)
+            url = getattr(spec, "url", "")
+            row = {"name": name, "source": spec.source if hasattr(spec, "source") else spec.path,
+                   "format": getattr(spec, "format", "auto"),
+                   "entries": rep.entries if rep is not None else 0,
+                   "last_success": self._loaded_at.get(name),
+                   "last_error": self._last_error.get(name), "next_refresh": None}
+            if url and self.fetcher is not None and self.feeds is not None:
+                st = self.fetcher.state(spec)
+                row["last_success"] = st.last_success
+                row["last_error"] = st.last_error if st.failures else None
+                row["next_refresh"] = self.feeds.next_refresh.get(name)
+            rows.append(row)
+        return rows
 
     def request_reload(self, reason: str) -> None:
         """For signal handlers: start a reload without waiting for it."""
@@ -300,6 +378,7 @@ class Daemon:
         """What the HTTP API may see and do: read the store, scrape, reload. Not the daemon."""
         return Admin(db_path=self.config.storage.path, registry=self.metrics.registry,
                      reload=self.reload, last_reload=lambda: self.lists.last_result,
+                     lists=self.list_rows,
                      serving=lambda: self.serving, ready=lambda: self.serving and self.ready)
 
     async def _start_http(self, stack: AsyncExitStack, hp: HostPort) -> None:

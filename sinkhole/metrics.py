@@ -52,8 +52,8 @@ class Metrics:
         self.tcp_connections = Gauge("sinkhole_tcp_connections", "Open client TCP connections",
                                      registry=r)
         self.tcp_rejected = Counter("sinkhole_tcp_connections_rejected",
-                                    "TCP connections closed at once: over the connection cap",
-                                    registry=r)
+                                    "TCP connections closed at once: over the total or "
+                                    "per-client connection cap", registry=r)
         self.hits_dropped = Counter("sinkhole_hits_dropped",
                                     "Hits (and so their alerts) dropped because the store's "
                                     "write queue was full", registry=r)
@@ -70,6 +70,12 @@ class Metrics:
         self.list_reload_errors = Counter("sinkhole_list_reload_errors",
                                           "Reloads that could not read the list (last good "
                                           "version kept)", ["list"], registry=r)
+        self.list_fetch_errors = Counter("sinkhole_list_fetch_errors",
+                                         "Feed downloads that failed or did not parse (the last "
+                                         "good copy kept)", ["list"], registry=r)
+        self.list_last_success = Gauge("sinkhole_list_last_success_timestamp_seconds",
+                                       "When a feed was last confirmed current (a download "
+                                       "that parsed, or a 304); 0: never", ["list"], registry=r)
         self.reloads = Counter("sinkhole_list_reloads", "Policy reloads, by trigger",
                                ["reason"], registry=r)
         self.reload_duration = Gauge("sinkhole_list_reload_duration_seconds",
@@ -128,6 +134,17 @@ class Metrics:
             for outcome in ("delivered", "failed", "expired"):
                 self.alerts.labels(sink, outcome)
 
+    def prime_feeds(self, names_and_times: Any) -> None:
+        """Feeds at start: errors at 0, last success from the persisted feed state (0 if
+        never), so a stale-feed alert works from the first scrape after a restart."""
+        for name, when in names_and_times:
+            self.list_fetch_errors.labels(name)
+            self.list_last_success.labels(name).set(when or 0)
+
+    def watch_listeners(self, listeners: Any) -> None:
+        """TCP back-pressure, read at scrape time from the listeners' own counters."""
+        self.registry.register(_ListenerCollector(listeners))
+
     def watch_store(self, store: Any) -> None:
         """Store counters live in the writer (its own thread); read them at scrape time."""
         self.registry.register(_StoreCollector(store))
@@ -156,6 +173,19 @@ class _CacheCollector(Collector):
              c.evictions),
         ):
             yield CounterMetricFamily(name, doc, value=value)
+
+
+class _ListenerCollector(Collector):
+    def __init__(self, listeners: Any) -> None:
+        self.listeners = listeners
+
+    def collect(self) -> Iterator[Any]:
+        li = self.listeners
+        yield GaugeMetricFamily("sinkhole_tcp_write_buffer_bytes", "Replies written to TCP "
+                                "clients and not yet taken by them", value=li.tcp_buffered())
+        yield CounterMetricFamily("sinkhole_tcp_connections_stalled", "TCP connections cut "
+                                  "off for not reading their replies within the idle timeout",
+                                  value=li.tcp_stalled)
 
 
 class _StoreCollector(Collector):

@@ -3,7 +3,12 @@
 UDP uses a non-blocking socket drained until EAGAIN from `loop.add_reader`: asyncio's
 DatagramProtocol path reads one datagram per loop iteration (~10 µs/query extra, measured).
 TCP follows RFC 7766: length-prefixed messages, pipelined queries answered in any order, an
-idle timeout, and a cap on open connections.
+idle timeout, and caps on open connections (in all, and per client address).
+
+TCP back-pressure: a client that pipelines queries but does not read its replies would make us
+buffer replies without bound, so a connection whose unsent replies pass TCP_WRITE_HIGH stops
+being read until they drain; one that does not drain within the idle timeout is cut off.
+What one connection can hold is then bounded by TCP_WRITE_HIGH plus its in-flight answers.
 """
 
 from __future__ import annotations
@@ -24,20 +29,43 @@ Handler = Callable[[bytes, str, str], Any]
 # Datagrams read per wake-up before yielding to the loop, so TCP and upstream replies are
 # not starved by a UDP flood.
 UDP_BATCH = 64
+# Unsent reply bytes per TCP connection above which its queries are no longer read.  Also set as
+# the transport's high-water mark, so "over it" and "the transport paused us" are one condition.
+TCP_WRITE_HIGH = 64 * 1024
+_LINGER_RESET = struct.pack("ii", 1, 0)   # l_onoff=1, l_linger=0: close() sends RST
 
 
 def _family(host: str) -> int:
     return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
+def _cut_off(writer: asyncio.StreamWriter) -> None:
+    """Drop a client that does not read: reset (SO_LINGER 0), not FIN, so the kernel drops
+    its send queue too instead of keeping megabytes orphaned for minutes behind a FIN."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    writer.transport.abort()
+
+
 class Listeners:
-    """All DNS listeners of the daemon; `tasks` holds queries still being resolved."""
+    """All DNS listeners of the daemon; `tasks` holds queries still being resolved.
+
+    ``tcp_max_per_client`` (None: no per-client cap) keeps one address from taking every one
+    of the ``tcp_max`` connections.  ``tcp_paused`` counts the times a connection stopped being
+    read because its client did not read its replies; ``tcp_stalled`` the connections cut off
+    for it, and ``tcp_stalled_bytes`` the unsent reply bytes they held when cut off.
+    """
 
     def __init__(self, handler: Handler, metrics: Any, *, tcp_idle: float, tcp_max: int,
-                 tcp_inflight: int) -> None:
+                 tcp_inflight: int, tcp_max_per_client: int | None = None) -> None:
         self.handler = handler
         self.metrics = metrics
         self.tcp_idle, self.tcp_max, self.tcp_inflight = tcp_idle, tcp_max, tcp_inflight
+        self.tcp_max_per_client = tcp_max_per_client or tcp_max
+        self.tcp_per_client: dict[str, int] = {}
+        self.tcp_paused = self.tcp_stalled = self.tcp_stalled_bytes = 0
         self.udp_socks: list[socket.socket] = []
         self.tcp_servers: list[asyncio.base_events.Server] = []
         self.tasks: set[asyncio.Task] = set()
@@ -130,29 +158,68 @@ class Listeners:
     # --- TCP -------------------------------------------------------------------------------
 
     async def _on_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self.tcp_conns) >= self.tcp_max or not self.accepting:
+        peer = writer.get_extra_info("peername")
+        client = peer[0] if peer else "?"
+        if not self._admit(client):
             self.metrics.tcp_rejected.inc()
             writer.close()
             return
-        peer = writer.get_extra_info("peername")
-        client = peer[0] if peer else "?"
         self.tcp_conns.add(writer)
         self.metrics.tcp_connections.set(len(self.tcp_conns))
+        transport = writer.transport
+        transport.set_write_buffer_limits(high=TCP_WRITE_HIGH)
         slots = asyncio.Semaphore(self.tcp_inflight)
         try:
             while self.accepting:
+                if (transport.get_write_buffer_size() > TCP_WRITE_HIGH
+                        and not await self._drained(writer)):
+                    break
                 try:
                     async with asyncio.timeout(self.tcp_idle):
                         size = struct.unpack("!H", await reader.readexactly(2))[0]
                         data = await reader.readexactly(size)
-                except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+                except (OSError, asyncio.IncompleteReadError):   # idle timeout, reset, EOF
                     break
                 await slots.acquire()
                 self._spawn(self._answer_tcp(data, client, writer, slots))
         finally:
             self.tcp_conns.discard(writer)
+            self._release(client)
             self.metrics.tcp_connections.set(len(self.tcp_conns))
             await self._close_when_idle(writer, slots)
+
+    def _admit(self, client: str) -> bool:
+        """Room for one more connection, in all and from this address? Counts it if so."""
+        held = self.tcp_per_client.get(client, 0)
+        if (not self.accepting or len(self.tcp_conns) >= self.tcp_max
+                or held >= self.tcp_max_per_client):
+            return False
+        self.tcp_per_client[client] = held + 1
+        return True
+
+    def _release(self, client: str) -> None:
+        held = self.tcp_per_client.pop(client, 1) - 1
+        if held > 0:
+            self.tcp_per_client[client] = held
+
+    async def _drained(self, writer: asyncio.StreamWriter) -> bool:
+        """Wait (reading nothing) until the client reads its replies; False once cut off.
+
+        Not reading is the back-pressure: its queries stay in the kernel buffers and its sends
+        block.  A client that reads nothing for the idle timeout is aborted, dropping what we
+        buffered for it, instead of holding that memory until it goes away."""
+        self.tcp_paused += 1
+        try:
+            async with asyncio.timeout(self.tcp_idle):
+                await writer.drain()
+            return True
+        except TimeoutError:
+            self.tcp_stalled += 1
+            self.tcp_stalled_bytes += writer.transport.get_write_buffer_size()
+            _cut_off(writer)
+        except OSError:   # the connection went away while we waited
+            pass
+        return False
 
     async def _answer_tcp(self, data: bytes, client: str, writer: asyncio.StreamWriter,
                           slots: asyncio.Semaphore) -> None:
@@ -169,16 +236,24 @@ class Listeners:
 
     async def _close_when_idle(self, writer: asyncio.StreamWriter,
                                slots: asyncio.Semaphore) -> None:
-        """Let this connection's pending answers go out before closing it."""
-        for _ in range(self.tcp_inflight):
-            try:
-                async with asyncio.timeout(self.tcp_idle):
+        """Let this connection's pending answers go out before closing it, within the idle
+        timeout.  A plain close() of a client that reads nothing would keep the transport and
+        its buffer alive for good, outside every connection count; handed to the kernel, the
+        rest is the kernel's to bound."""
+        try:
+            async with asyncio.timeout(self.tcp_idle):
+                for _ in range(self.tcp_inflight):
                     await slots.acquire()
-            except TimeoutError:
-                break
-        with contextlib.suppress(Exception):
-            await writer.drain()
+                writer.transport.set_write_buffer_limits(0)   # drain() now waits for empty
+                await writer.drain()
+        except OSError:   # timed out (TimeoutError is an OSError) or already gone
+            _cut_off(writer)
+            return
         writer.close()
+
+    def tcp_buffered(self) -> int:
+        """Unsent reply bytes over all open TCP connections (for a scrape-time gauge)."""
+        return sum(w.transport.get_write_buffer_size() for w in self.tcp_conns)
 
     # --- shutdown --------------------------------------------------------------------------
 

@@ -56,6 +56,9 @@ class DaemonThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def stop(self) -> None:
+        """Stop the daemon (idempotent: a test may stop it early, the fixture again)."""
+        if self.loop.is_closed():
+            return
         try:
             self.call(self.daemon.stop())
         finally:

@@ -37,11 +37,12 @@ class ForgedReply(ValueError):
 class Reply:
     """An upstream answer, reduced to what serving it again needs."""
 
-    __slots__ = ("flags", "an", "ns", "ar", "body", "ttl_offsets", "ttl", "cnames", "negative")
+    __slots__ = ("flags", "an", "ns", "ar", "body", "ttl_offsets", "ttl", "cnames", "negative",
+                 "ar_start")
 
     def __init__(self, flags: int, an: int, ns: int, ar: int, body: bytes,
                  ttl_offsets: tuple[int, ...], ttl: int, cnames: tuple[str, ...],
-                 negative: bool = False) -> None:
+                 negative: bool = False, ar_start: int = -1) -> None:
         self.flags = flags              # upstream header flags (rcode, AD, TC)
         self.an, self.ns, self.ar = an, ns, ar   # counts, OPT excluded from ar
         self.body = body                # records after the question, OPT removed
@@ -51,6 +52,9 @@ class Reply:
         self.ttl = ttl
         self.cnames = cnames            # CNAME targets in the answer section, lower dotted
         self.negative = negative        # NXDOMAIN or NODATA: capped by max_negative_ttl
+        # Where the additional section starts in body: render() drops it whole when only it
+        # does not fit the client's size (RFC 2181 9), instead of setting TC.
+        self.ar_start = ar_start if ar_start >= 0 else len(body)
 
     def clamp(self, limit: int) -> None:
         """Lower the lifetime and every TTL above `limit` to `limit`, so clients are not told
@@ -167,8 +171,11 @@ def _index(data: bytes, flags: int, qend: int, an: int, ns: int, ar: int) -> Rep
     soa_min = -1            # min(TTL, MINIMUM) of the authority section's SOA
     opt = -1                # where the OPT starts
     cut = 0                 # records after the OPT (dropped with it)
+    ar_at = -1              # where the additional section starts
     for i in range(an + ns + ar):
         start = off
+        if i == an + ns:
+            ar_at = start
         off = _skip_name(data, off)
         rtype, _rclass, ttl, rdlen = unpack_from("!HHIH", data, off)
         rdata = off + 10
@@ -209,7 +216,7 @@ def _index(data: bytes, flags: int, qend: int, an: int, ns: int, ar: int) -> Rep
     else:
         ttl = lowest
     return Reply(flags, an, ns, ar, body, tuple(o - qend for o in ttl_offs), ttl,
-                 tuple(cnames), negative)
+                 tuple(cnames), negative, ar_at - qend if ar_at >= 0 else len(body))
 
 
 STALE_TTL = 30  # RFC 8767 section 4: TTL of a stale answer served when upstreams fail
@@ -218,7 +225,8 @@ STALE_TTL = 30  # RFC 8767 section 4: TTL of a stale answer served when upstream
 def render(q: Query, r: Reply, age: int, limit: int, opt_options: bytes = b"",
            stale: bool = False) -> bytes:
     """Serve `r` to client query `q`: its txid, its question bytes, TTLs counted down by `age`
-    seconds (or STALE_TTL), our OPT when the client sent one, TC=1 if over `limit` bytes."""
+    seconds (or STALE_TTL), our OPT when the client sent one; over `limit` bytes, without the
+    additional section if that fits, else TC=1."""
     body = r.body
     if (age or stale) and r.ttl_offsets:
         buf = bytearray(body)
@@ -236,6 +244,13 @@ def render(q: Query, r: Reply, age: int, limit: int, opt_options: bytes = b"",
         ar += 1
     out = pack("!6H", q.txid, flags, 1, r.an, r.ns, ar) + q.question + body + tail
     if len(out) > limit:
+        # RFC 2181 section 9: TC only when the answer or authority does not fit; additional
+        # records are optional, so a reply that fits without them goes out without them.
+        if r.ar:
+            out = pack("!6H", q.txid, flags, 1, r.an, r.ns, ar - r.ar) + q.question \
+                + body[:r.ar_start] + tail
+            if len(out) <= limit:
+                return out
         return truncated_reply(q, r.flags & 0xF)
     return out
 

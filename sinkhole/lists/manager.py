@@ -13,15 +13,26 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sinkhole.lists.loader import ListError, list_files, load_path
+
+try:  # TEMPORARY while the formats package is being written (remove before commit)
+    from sinkhole.lists.formats import load_feed
+except ImportError:
+    def load_feed(path: Any, fmt: str, **_kw: Any) -> ParsedList:  # type: ignore[misc]
+        return load_path(path)
 from sinkhole.lists.matcher import Policy, build_policy, diff_names, drain, stale_tables
 from sinkhole.lists.parse import ParsedList
 
 log = logging.getLogger(__name__)
+
+# A feed that listed at least this many rules and now lists none is taken for a broken
+# download (an emptied export, a login page), not for "every threat is gone".
+EMPTY_FEED_GUARD = 10
 
 
 @dataclass
@@ -38,6 +49,7 @@ class ListReport:
     unsupported: int = 0
     seconds: float = 0.0
     error: str | None = None       # the file could not be read: last good version kept
+    format: str = "auto"
     first_errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -61,10 +73,14 @@ class ListManager:
     """Owns the current Policy and the last good parse of every list."""
 
     def __init__(self, blocklists: Sequence[Any], allowlists: Sequence[Any],
-                 on_swap: Callable[[Policy, ReloadResult], None]) -> None:
+                 on_swap: Callable[[Policy, ReloadResult], None], *,
+                 feed_copy: Callable[[Any], Path | None] | None = None) -> None:
         self.blocklists = list(blocklists)
         self.allowlists = list(allowlists)
         self.on_swap = on_swap
+        # URL lists: where the last good download of a feed lives (None: none yet).
+        self.feed_copy = feed_copy or (lambda _spec: None)
+        self._candidates: Mapping[str, Path] = {}
         self.policy = Policy()
         self._good: dict[str, ParsedList] = {}
         self._lock = asyncio.Lock()
@@ -77,29 +93,49 @@ class ListManager:
 
     # --- loading (worker thread) -----------------------------------------------------------
 
-    def _load_one(self, key: str, name: str, path: str, kind: str) -> tuple[ParsedList, ListReport]:
-        report = ListReport(name, path, kind)
+    def _load_one(self, key: str, spec: Any, kind: str,
+                  name: str) -> tuple[ParsedList, ListReport]:
+        url = getattr(spec, "url", "")
+        report = ListReport(name, spec.source if kind == "block" else spec.path, kind)
+        report.format = getattr(spec, "format", "auto")
         start = time.perf_counter()
-        sig = self._path_signature(path)
-        if key in self._good and sig is not None and self._sigs.get(key) == sig:
-            # Unchanged files (a SIGHUP, or a git pull that touched other lists): reuse the
-            # parse. Re-parsing a million names costs a second of CPU for nothing.
-            parsed = self._good[key]
-            self._new_sigs[key] = sig
-            report.parse_errors, report.unsupported = parsed.error_count, parsed.unsupported
-            report.entries = _entries(parsed, kind)
-            return parsed, report
+        if url:
+            candidate = self._candidates.get(name)
+            if candidate is None and key in self._good:
+                # A feed is re-parsed only when a new download arrives, never on a SIGHUP.
+                return self._reuse(key, kind, report)
+            path = str(candidate or self.feed_copy(spec) or "")
+            if not path:
+                report.error = f"{report.path}: not downloaded yet"
+                parsed = ParsedList(source=report.path)
+                report.entries = 0
+                return parsed, report
+            sig = None
+        else:
+            path = spec.path
+            sig = self._path_signature(path)
+            if key in self._good and sig is not None and self._sigs.get(key) == sig:
+                # Unchanged files (a SIGHUP, or a git pull that touched other lists): reuse
+                # the parse. Re-parsing a million names costs a second of CPU for nothing.
+                self._new_sigs[key] = sig
+                return self._reuse(key, kind, report)
         try:
-            parsed = load_path(path)
+            parsed = load_feed(path, getattr(spec, "format", "auto"),
+                               column=getattr(spec, "column", ""),
+                               to_ids_only=getattr(spec, "to_ids_only", True))
         except (ListError, OSError) as err:
             report.error = str(err)
             parsed = self._good.get(key) or ParsedList(source=path)
         else:
-            if parsed.rules == 0 and parsed.error_count and key in self._good:
-                # every line bad (a truncated download, an HTML error page): not a version
-                report.error = f"{path}: no valid rule, {parsed.error_count} bad lines"
+            last = self._good.get(key)
+            if parsed.rules == 0 and last is not None and (
+                    parsed.error_count or (url and last.rules >= EMPTY_FEED_GUARD)):
+                # every line bad (a truncated download, an HTML error page), or a feed that
+                # suddenly lists nothing where it listed many: not a version, keep the last
+                report.error = (f"{report.path}: no valid rule ({parsed.error_count} bad "
+                                f"lines) where the last good version had {last.rules}")
                 report.parse_errors = parsed.error_count
-                parsed = self._good[key]
+                parsed = last
             else:
                 if sig is not None:
                     self._new_sigs[key] = sig
@@ -109,6 +145,12 @@ class ListManager:
                                        for e in parsed.errors[:5]]
         report.entries = _entries(parsed, kind)
         report.seconds = round(time.perf_counter() - start, 4)
+        return parsed, report
+
+    def _reuse(self, key: str, kind: str, report: ListReport) -> tuple[ParsedList, ListReport]:
+        parsed = self._good[key]
+        report.parse_errors, report.unsupported = parsed.error_count, parsed.unsupported
+        report.entries = _entries(parsed, kind)
         return parsed, report
 
     def build(self, reason: str) -> tuple[Policy, ReloadResult, dict[str, ParsedList]]:
@@ -121,13 +163,13 @@ class ListManager:
         reports: list[ListReport] = []
         lists = []
         for spec in self.blocklists:
-            parsed, rep = self._load_one(f"block:{spec.name}", spec.name, spec.path, "block")
+            parsed, rep = self._load_one(f"block:{spec.name}", spec, "block", spec.name)
             good[f"block:{spec.name}"] = parsed
             reports.append(rep)
             lists.append((spec, parsed))
         allows = []
         for i, spec in enumerate(self.allowlists):
-            parsed, rep = self._load_one(f"allow:{i}", f"allowlist[{i}]", spec.path, "allow")
+            parsed, rep = self._load_one(f"allow:{i}", spec, "allow", f"allowlist[{i}]")
             good[f"allow:{i}"] = parsed
             reports.append(rep)
             allows.append(parsed)
@@ -148,9 +190,14 @@ class ListManager:
 
     # --- swapping (event loop) -------------------------------------------------------------
 
-    async def reload(self, reason: str) -> ReloadResult:
-        """Reload every list off the event loop, then swap. Concurrent calls queue up."""
+    async def reload(self, reason: str,
+                     candidates: Mapping[str, Path] | None = None) -> ReloadResult:
+        """Reload every list off the event loop, then swap. Concurrent calls queue up.
+
+        `candidates`: new feed downloads by list name, parsed instead of that feed's last good
+        copy; the caller promotes or discards each by its report's `error`."""
         async with self._lock:
+            self._candidates = candidates or {}
             sig = await asyncio.to_thread(self.signature)
             # The parse is CPU-bound Python in a thread: with the default 5 ms GIL switch
             # interval the event loop waits up to 5 ms at every syscall return, so queries
@@ -161,6 +208,7 @@ class ListManager:
                 policy, result, good = await asyncio.to_thread(self.build, reason)
             finally:
                 sys.setswitchinterval(switch)
+                self._candidates = {}
             old_policy = self.policy
             self._good = good
             self._sigs = self._new_sigs
@@ -215,6 +263,8 @@ class ListManager:
         checkout replacing files (new inode) as well as in-place edits."""
         sig = []
         for spec in [*self.blocklists, *self.allowlists]:
+            if not spec.path:     # a feed: refreshed by its schedule, not by file changes
+                continue
             try:
                 files = list_files(spec.path)
             except (ListError, OSError):

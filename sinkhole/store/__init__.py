@@ -7,12 +7,14 @@ the functions of ``queries`` are the reading side for the CLI and the HTTP API.
 
 from .events import HitEvent, OutboxRow, escape_name
 from .queries import (
+    history_names,
     open_reader,
     query_clients,
     query_history,
     query_hits,
     recorded_retro,
     retrohunt,
+    retrohunt_ids,
 )
 from .schema import SCHEMA_VERSION, SchemaError, StoreError
 from .writer import Store
@@ -25,10 +27,12 @@ __all__ = [
     "Store",
     "StoreError",
     "escape_name",
+    "history_names",
     "open_reader",
     "query_clients",
     "query_hits",
     "query_history",
     "recorded_retro",
     "retrohunt",
+    "retrohunt_ids",
 ]

@@ -3,7 +3,9 @@ and retro-hunt.  Plain functions over a read-only connection; no writer, no thre
 
 History is searched by index seeks only: a name (and its subdomains) is a range on the reversed
 names index, and each matching name is looked up hour by hour on the (hour, name) primary key,
-so a retro-hunt of 10,000 names never scans the table.
+so a retro-hunt of 10,000 names never scans the table.  The start-up hunt, which has no list
+diff to search for, walks the distinct names instead (``history_names``): one range scan of
+the names table, bounded by the history's retention.
 """
 
 from __future__ import annotations
@@ -11,11 +13,17 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .history import decode_counts, history_name, reverse_name, subdomain_range
+from .history import (
+    LAST_HOUR_SLACK,
+    decode_counts,
+    history_name,
+    reverse_name,
+    subdomain_range,
+)
 from .schema import SCHEMA_VERSION, StoreError, check_version, read_version
 
 HIT_KEYS = ("id", "time", "client_ip", "client_name", "qname", "qtype", "list", "category",
@@ -119,7 +127,12 @@ def retrohunt(conn: sqlite3.Connection, names: Iterable[str], *, since: float) -
     One row per (client, qname), ``matched`` being the most specific list entry that covers it;
     first/last seen are the starts of the first and last hour it was asked (hour resolution).
     """
-    ids = _match_names(conn, names, include_subdomains=True)
+    return retrohunt_ids(conn, _match_names(conn, names, include_subdomains=True), since=since)
+
+
+def retrohunt_ids(conn: sqlite3.Connection, ids: Mapping[int, tuple[str, str]], *,
+                  since: float) -> list[dict]:
+    """``retrohunt`` for names already known by id: name id -> (qname, the entry it matched)."""
     bounds = _hour_bounds(conn, since)
     if not ids or bounds is None:
         return []
@@ -134,6 +147,16 @@ def retrohunt(conn: sqlite3.Connection, names: Iterable[str], *, since: float) -
                "first_seen": first * 3600.0, "last_seen": last * 3600.0, "count": n}
               for (cid, nid), (first, last, n) in found.items()]
     return sorted(result, key=lambda r: (r["client_ip"], r["qname"]))
+
+
+def history_names(conn: sqlite3.Connection, *, since: float) -> Iterator[tuple[int, str]]:
+    """(name id, name) of every name asked since ``since``, streamed from one index range.
+
+    A name's last_hour lags its last query by up to LAST_HOUR_SLACK hours, so names up to a
+    day older come too: ``retrohunt_ids`` then finds no rows in the window for them."""
+    first = int(since // 3600) - LAST_HOUR_SLACK
+    for nid, rname in conn.execute("SELECT id, rname FROM names WHERE last_hour >= ?", (first,)):
+        yield nid, reverse_name(rname)
 
 
 def recorded_retro(conn: sqlite3.Connection, client_ip: str, qname: str) -> bool:

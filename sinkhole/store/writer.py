@@ -148,7 +148,11 @@ class Store:
         self._outbox.close_reader()
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Block until everything queued before this call is committed; False on timeout."""
+        """Block until everything queued before this call is committed; False on timeout.
+
+        History counts included: a flush writes the in-memory aggregate at once instead of at
+        the next ``history_interval``, which is what lets a retro-hunt see a query made
+        seconds before a list update."""
         if self._thread is None or not self._thread.is_alive():
             return False
         if threading.current_thread() is self._thread:
@@ -157,6 +161,11 @@ class Store:
         self._ops.append(marker)
         self._wake.set()
         return marker.done.wait(timeout)
+
+    def flush_history(self, timeout: float = 5.0) -> bool:
+        """Write the history counts still in memory (a retro-hunt must see a query made
+        seconds before a list update); this is ``flush``, named for why a hunt calls it."""
+        return self.flush(timeout)
 
     # ----------------------------------------------------------------- intake (never blocks)
     def record_hit(self, ev: HitEvent) -> bool:
