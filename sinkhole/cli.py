@@ -32,9 +32,12 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--debug", action="store_true", help="debug logs, tracebacks on errors")
     sub.add_parser("run", parents=[common], help="run the daemon in the foreground",
                    description="Run the DNS daemon in the foreground, logging to stderr.")
-    sub.add_parser("check-config", parents=[common], help="validate and print the config",
-                   description="Validate the config and print the effective settings "
-                               "(secrets redacted). Exit 2 if invalid.")
+    cc = sub.add_parser("check-config", parents=[common], help="validate and print the config",
+                        description="Validate the config and print the effective settings "
+                                    "(secrets redacted). Exit 2 if invalid or if a list path "
+                                    "does not exist or cannot be read.")
+    cc.add_argument("--fetch", action="store_true",
+                    help="also download every URL list once and parse it (exit 1 on failure)")
     chk = sub.add_parser("check", parents=[common], help="which list blocks or allows NAME",
                          description="Say which list and rule (file:line) blocks or allows a "
                                      "name, or that none does.")
@@ -48,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     upd.add_argument("--no-reload", action="store_true", help="pull and validate only")
     sub.add_parser("reload", parents=[common], help="reload the running daemon's lists",
                    description="Ask the running daemon (listen.http) to reload every list now.")
+    lst = sub.add_parser("lists", parents=[common], help="every list: source, entries, freshness",
+                         description="One row per list: name, source (path or URL), format, "
+                                     "entries, last success, last error, next refresh. Asks "
+                                     "the running daemon; without one, reads the files.")
+    lst.add_argument("--json", action="store_true", help="a JSON array of objects")
     from sinkhole import cli_data
     cli_data.add_parsers(sub, common)
     sub.add_parser("test-alert", parents=[common], help="send a test alert through every sink",
@@ -72,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sinkhole.alerts.cli import cmd_test_alert
 
     handler = {"run": cmd_run, "check-config": cmd_check_config, "check": cli_lists.cmd_check,
-               "update-lists": cli_lists.cmd_update_lists,
+               "update-lists": cli_lists.cmd_update_lists, "lists": cli_lists.cmd_lists,
                "reload": lambda c, _a: cli_lists.reload_daemon(c),
                "hits": cli_data.cmd_hits, "clients": cli_data.cmd_clients,
                "retrohunt": cli_data.cmd_retrohunt,
@@ -85,6 +93,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_check_config(config: Config, args: argparse.Namespace) -> int:
     print(yaml.safe_dump(to_plain(config), sort_keys=False), end="")
+    from sinkhole import cli_lists
+    problems = cli_lists.path_problems(config)
+    for line in problems:
+        print(f"sinkhole: {line}", file=sys.stderr)
+    if problems:
+        return EXIT_USAGE
+    if args.fetch:
+        return cli_lists.fetch_once(config)
     return EXIT_OK
 
 

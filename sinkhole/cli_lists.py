@@ -54,7 +54,7 @@ def cmd_check(config: Config, args: Namespace) -> int:
     verdict, rule = found
     specs = [s for s in config.blocklists if verdict.list and s.name == verdict.list.name] \
         or [*config.allowlists, *config.blocklists]
-    where = [f"{f}:{line}: {text}" for s in specs for f, line, text in _rules(s, name, fetcher)]
+    where = [f"{f}:{_at(at)}: {text}" for s in specs for f, at, text in _rules(s, name, fetcher)]
     if verdict.action == "allow":
         print(f"{name}: allowed by rule {rule!r}"
               + (f" in list {verdict.list.name}" if verdict.list else " (allowlist)"))
@@ -65,6 +65,12 @@ def cmd_check(config: Config, args: Namespace) -> int:
     for line in where:
         print(f"  {line}")
     return EXIT_OK
+
+
+def _at(where: object) -> str:
+    """`file:12` for a line, `file:indicator--…` for a feed object."""
+    text = str(where)
+    return text[5:] if text.startswith("line ") else text
 
 
 def _rules(spec: object, name: str, fetcher: object) -> list[tuple[str, object, str]]:
@@ -257,3 +263,67 @@ def _api_url(config: Config, path: str) -> str | None:
         return None
     host = "127.0.0.1" if hp.host == "0.0.0.0" else "::1" if hp.host == "::" else hp.host
     return f"http://{HostPort(host, hp.port).display()}{path}"
+
+
+def path_problems(config: Config) -> list[str]:
+    """Every configured list path that does not exist or cannot be read, by its key."""
+    from sinkhole.lists.loader import list_files
+    out = []
+    specs = [(f"blocklists[{i}] ({b.name}).path", b.path) for i, b in enumerate(config.blocklists)
+             if b.path] + [(f"allowlists[{i}].path", a.path)
+                           for i, a in enumerate(config.allowlists)]
+    for key, path in specs:
+        try:
+            for file in list_files(path):
+                with open(file, "rb") as f:
+                    f.read(1)
+        except ListError as err:
+            out.append(f"{key}: {err.reason}: {path}")
+        except OSError as err:
+            out.append(f"{key}: cannot read {err.filename or path}: {err.strerror}")
+    return out
+
+
+def fetch_once(config: Config) -> int:
+    """`check-config --fetch`: download each URL list once into a scratch folder (the
+    daemon's copies are not touched), parse it, print what came; exit 1 if any failed."""
+    import asyncio
+    import tempfile
+
+    from sinkhole.lists.feeds import FeedFetcher
+    from sinkhole.lists.formats import load_feed
+
+    feeds = [b for b in config.blocklists if b.url]
+    if not feeds:
+        print("no list has a url: nothing to fetch")
+        return EXIT_OK
+
+    async def run(folder: str) -> int:
+        fetcher = FeedFetcher(folder, default_ca_file=config.upstream_ca_file)
+        failed = 0
+        try:
+            for spec in feeds:
+                res = await fetcher.fetch(spec)
+                if res.outcome != "changed" or res.candidate is None:
+                    print(f"{spec.name}: {res.error or res.outcome}", file=sys.stderr)
+                    failed += 1
+                    continue
+                try:
+                    parsed = await asyncio.to_thread(
+                        load_feed, res.candidate, spec.format, column=spec.column,
+                        to_ids_only=spec.to_ids_only)
+                except ListError as err:
+                    print(f"{spec.name}: downloaded {res.bytes} bytes, unusable: {err}",
+                          file=sys.stderr)
+                    failed += 1
+                    continue
+                print(f"{spec.name}: {res.bytes} bytes, {parsed.rules} names, "
+                      f"{parsed.error_count} bad entries, {parsed.unsupported} skipped")
+                if parsed.rules == 0:
+                    failed += 1
+        finally:
+            await fetcher.close()
+        return EXIT_RUNTIME if failed else EXIT_OK
+
+    with tempfile.TemporaryDirectory(prefix="sinkhole-fetch-") as folder:
+        return asyncio.run(run(folder))

@@ -167,9 +167,6 @@ class Daemon:
             if self.fetcher is not None else None
         if self.feeds is not None:
             self.metrics.prime_feeds((f.name, self.fetcher.state(f).last_success) for f in feeds)
-            for f in feeds:
-                if not self.fetcher.has_good(f):
-                    self.feeds.mark_failing(f.name)   # the start-up load reported it
         s = cfg.server
         self.listeners = Listeners(self.pipeline.handle, self.metrics,
                                    tcp_idle=s.tcp_idle_timeout, tcp_max=s.tcp_max_connections,

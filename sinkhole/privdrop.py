@@ -29,7 +29,7 @@ import signal
 import stat
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from sinkhole.errors import SinkholeError, StartupError
@@ -125,6 +125,7 @@ class StorePlan:
     db: str
     existed: frozenset[str]                   # the DB_SUFFIXES already on disk
     made: list[tuple[str, int, int]] = field(default_factory=list)   # (path, dev, inode)
+    folders: tuple[str, ...] = ()             # more folders the daemon writes in (feeds/)
 
     @classmethod
     def scan(cls, path: str) -> StorePlan:
@@ -147,6 +148,8 @@ class StorePlan:
         """Create, as root, the missing folders (0700) and the database file (0600: hits name
         clients). O_EXCL|O_NOFOLLOW: a link planted in a shared folder (/tmp) is not followed."""
         self.made += _make_dirs(os.path.dirname(self.db))
+        for folder in self.folders:
+            self.made += _make_dirs(folder)
         if "" in self.existed:
             return
         try:
@@ -228,6 +231,10 @@ def needs(config: Config, config_path: str | None) -> list[Need]:
     out += [Need("list", b.path, f"blocklists[{i}] ({b.name})")
             for i, b in enumerate(config.blocklists) if b.path]   # not a feed (url)
     out += [Need("list", a.path, f"allowlists[{i}]") for i, a in enumerate(config.allowlists)]
+    for i, b in enumerate(config.blocklists):     # a feed re-reads these at every refresh
+        for key in ("headers_file", "ca_file"):
+            if getattr(b, key, None):
+                out.append(Need("read", getattr(b, key), f"blocklists[{i}].{key}"))
     out += [Need("read", p, f"clients.leases[{i}]") for i, p in enumerate(config.clients.leases)]
     if config.api.token_file:
         out.append(Need("read", config.api.token_file, "api.token_file"))
@@ -321,6 +328,10 @@ def _failures(need: Need) -> Iterator[tuple[str, str]]:
         if isinstance(err.__cause__, OSError) and (why := _reason(err.__cause__)):
             yield need.path, why
         return
+    if need.how == "folder":   # files are created in it (the feed cache)
+        if os.path.isdir(need.path) and not os.access(need.path, os.W_OK | os.X_OK):
+            yield need.path, "cannot create files in this folder"
+        return
     flags = os.O_RDWR if need.how == "write" else os.O_RDONLY
     for file in files:
         try:
@@ -359,9 +370,15 @@ class RootStart:
             return None
         target = resolve_target()   # once: hand-over, check and drop agree, one warning at most
         plan = StorePlan.scan(config.storage.path)
+        extra = []
+        if any(getattr(b, "url", "") for b in config.blocklists):
+            # Feeds keep their last good download beside the store, written after the drop.
+            feeds = os.path.join(os.path.dirname(plan.db), "feeds")
+            plan = replace(plan, folders=(feeds,))
+            extra.append(Need("folder", feeds, "the feed cache beside storage.path"))
         # Before creating or binding anything: what is read after the drop, and a database
         # that was already there (root does not hand it over).
-        check_access(target, [*needs(config, config_path), *plan.writes(existed=True)])
+        check_access(target, [*needs(config, config_path), *plan.writes(existed=True), *extra])
         plan.make()
         return cls(target, plan)
 

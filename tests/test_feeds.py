@@ -22,7 +22,7 @@ from sinkhole import __version__
 from sinkhole.config.schema import Blocklist
 from sinkhole.lists.feeds import FeedFetcher, FetchResult
 from tests.conftest import FakeClock
-from tests.peers.feedserver import TRUNCATE_MISSING, FeedServer
+from tests.peers.feedserver import FeedServer
 from tests.peers.tlsca import TestCA
 
 V1 = b"# feed v1\nevil.example\nc2.example\n"
@@ -214,18 +214,6 @@ def test_a_hanging_server_times_out_within_the_feeds_timeout(
     assert 0.3 <= result.seconds < 3
 
 
-def test_truncated_server_really_sent_less_than_promised(server: FeedServer) -> None:
-    """The peer itself: Content-Length promises TRUNCATE_MISSING bytes it never sends."""
-    server.serve("/t", V1, mode="truncate")
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as s:
-        s.sendall(b"GET /t HTTP/1.1\r\nHost: x\r\n\r\n")
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    assert f"Content-Length: {len(V1) + TRUNCATE_MISSING}".encode() in head and body == V1
-
-
 def test_connection_refused_is_an_error_outcome(fetcher: SyncFetcher) -> None:
     url = f"http://127.0.0.1:{_closed_port()}/list.txt"
     result = fetcher.fetch(feed(url))
@@ -383,6 +371,21 @@ def test_state_and_good_copy_survive_a_restart_while_the_feed_is_down(
         assert after.has_good(spec) and after.good_path(spec).read_bytes() == V1
     finally:
         after.close()
+
+
+def test_a_corrupt_state_file_costs_one_unconditional_download(
+        server: FeedServer, fetcher: SyncFetcher, tmp_path: Path) -> None:
+    server.serve("/list.txt", V1, etag='"v1"')
+    spec = feed(server.url("/list.txt"))
+    good_fetch(fetcher, spec)
+    (fetcher.good_path(spec).parent / "state.json").write_text('{"etag": 42, "failures": "x"')
+    fresh = SyncFetcher(tmp_path / "state")
+    try:
+        assert fresh.state(spec).etag is None and fresh.has_good(spec)
+        assert fresh.fetch(spec).outcome == "changed"
+        assert server.seen()[-1].headers.get("If-None-Match") is None
+    finally:
+        fresh.close()
 
 
 def test_the_state_dir_is_private_and_list_names_stay_inside_it(

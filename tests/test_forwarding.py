@@ -10,7 +10,7 @@ import dns.flags
 import dns.rcode
 import pytest
 
-from tests.conftest import DaemonThread
+from tests.conftest import DaemonThread, FakeClock
 from tests.peers.dnsserver import DohUpstream, FakeUpstream, TlsUpstream
 from tests.peers.tlsca import TestCA
 
@@ -93,11 +93,12 @@ def test_refused_upstream_gives_network_error_ede(make_daemon) -> None:
 
 
 def test_stale_answer_served_when_upstreams_fail(make_daemon) -> None:
+    clock = FakeClock()
     with FakeUpstream(ttl=1) as up:
-        d = make_daemon({"upstreams": [up.url()], "upstream_timeout": "300ms"})
+        d = make_daemon({"upstreams": [up.url()], "upstream_timeout": "300ms"}, clock=clock)
         assert d.query("stale.test", "A").answer
         up.mode = "silent"
-        time.sleep(1.1)                    # let the 1 s TTL run out (time, not synchronisation)
+        clock.advance(2)                   # the 1 s TTL has run out
         r = d.query("stale.test", "A", use_edns=0)
         assert r.rcode() == dns.rcode.NOERROR and r.answer[0].ttl == 30
         assert 3 in ede_codes(r)           # EDE Stale Answer

@@ -5,7 +5,6 @@ import base64
 import socket
 import ssl
 import threading
-import time
 from collections.abc import Iterator
 
 import aiohttp
@@ -251,40 +250,66 @@ def test_answer_returning_none_means_no_reply() -> None:
         udp_raw(peer.port, query(), timeout=0.2)
 
 
+SLOW = 1.0  # far beyond a loopback round trip: the replies sent behind it finish first
+
+
 def test_delayed_udp_queries_are_answered_concurrently() -> None:
-    with FakeUpstream(delay=0.3) as peer:
-        socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(5)]
-        start = time.monotonic()
-        for s in socks:
-            s.settimeout(2)
-            s.sendto(query().to_wire(), (LOOP, peer.port))
-        for s in socks:
-            s.recvfrom(65535)
-            s.close()
-        elapsed = time.monotonic() - start
-    assert 0.3 <= elapsed < 0.9
+    """A delayed reply holds up no later query: the first query is held for SLOW, and four
+    sent after it without delay are all answered while it still waits (a peer answering one
+    query at a time would answer it first). How long the delays take: bench/timings.py."""
+    with FakeUpstream(delay=SLOW) as peer, socket.socket(socket.AF_INET,
+                                                         socket.SOCK_DGRAM) as held:
+        first = query("held.example")
+        held.sendto(first.to_wire(), (LOOP, peer.port))
+        peer.wait_queries(1)
+        peer.delay = 0.0   # read per query on arrival: only the later ones are quick
+        for i in range(4):
+            q = query(f"n{i}.example")
+            assert dns.message.from_wire(udp_raw(peer.port, q, timeout=5)[0]).id == q.id
+        held.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            held.recv(65535)              # the delay still holds the first reply...
+        held.settimeout(5)
+        assert dns.message.from_wire(held.recv(65535)).id == first.id   # ...then it comes
 
 
 def test_tcp_pipelined_queries_are_answered_concurrently_on_one_connection() -> None:
-    with FakeUpstream(delay=0.3) as peer:
-        queries = [query(f"n{i}.example") for i in range(4)]
-        start = time.monotonic()
-        with socket.create_connection((LOOP, peer.port), timeout=2) as s:
-            for q in queries:
+    """RFC 7766 on one connection: replies in the order they finish, so three quick queries
+    pipelined behind a delayed one come back before it."""
+    with FakeUpstream(delay=SLOW) as peer:
+        with socket.create_connection((LOOP, peer.port), timeout=5) as s:
+            first = query("held.example")
+            tcp_send(s, first)
+            peer.wait_queries(1)
+            peer.delay = 0.0
+            quick = [query(f"n{i}.example") for i in range(3)]
+            for q in quick:
                 tcp_send(s, q)
-            ids = {dns.message.from_wire(tcp_recv(s)).id for _ in queries}
-            elapsed = time.monotonic() - start
+            ids = [dns.message.from_wire(tcp_recv(s)).id for _ in range(4)]
+            assert set(ids[:3]) == {q.id for q in quick} and ids[3] == first.id
             tcp_send(s, query())  # the connection stays open for more
             assert tcp_recv(s)
-        assert ids == {q.id for q in queries} and 0.3 <= elapsed < 0.9
         assert peer.connections == 1 and peer.count("tcp") == 5
 
 
 def test_wait_queries_wakes_on_arrival(up: FakeUpstream) -> None:
-    threading.Timer(0.05, lambda: udp_raw(up.port, query())).start()
-    start = time.monotonic()
-    up.wait_queries(1, timeout=2)
-    assert time.monotonic() - start < 1
+    """Woken by the arrival, not by its timeout: the sender forgets the query again unless
+    the waiter returned within 10 s, so a waiter that only looked at its 30 s deadline would
+    find 0 of 1 and raise."""
+    returned = threading.Event()
+
+    def send_then_forget() -> None:
+        udp_raw(up.port, query())
+        if not returned.wait(10):
+            up.clear_queries()
+
+    sender = threading.Thread(target=send_then_forget)
+    sender.start()
+    try:
+        up.wait_queries(1, timeout=30)
+    finally:
+        returned.set()
+        sender.join()
 
 
 # ---------------------------------------------------------------- spoofing helpers

@@ -111,9 +111,9 @@ def test_no_log_line_per_query_at_info(service_dir: Path) -> None:
         assert not [x for x in lines if ".test" in x], lines
 
 
-def test_port_in_use_is_a_runtime_failure(tmp_path: Path) -> None:
+def test_port_in_use_is_a_runtime_failure(service_dir: Path) -> None:
     with FakeUpstream() as up:
-        cfg = write_config(tmp_path, {"listen": {"dns": [f"127.0.0.1:{up.port}"]},
+        cfg = write_config(service_dir, {"listen": {"dns": [f"127.0.0.1:{up.port}"]},
                                       "upstreams": [up.url()]})
         res = subprocess.run([*sinkhole_cmd(), "run", "-c", str(cfg)], capture_output=True,
                              text=True, timeout=30, env=subprocess_env(), check=False)

@@ -84,18 +84,40 @@ def test_file_change_reloads_once_after_debounce(make_daemon, upstream: FakeUpst
     assert d.metric("sinkhole_list_reloads_total", {"reason": "file change"}) == 1
 
 
+def answer_version(name: str, blocked: bool) -> str:
+    """Which version of the rewritten list an answer belongs to: `old*` names are blocked only
+    by the old version, `new*` names only by the new one."""
+    return "old" if name.startswith("old") == blocked else "new"
+
+
 def test_queries_during_reload_never_see_a_half_loaded_list(make_daemon, upstream: FakeUpstream,
                                                             tmp_path: Path) -> None:
+    """A 200k-name list rewritten with a different set: while the reload parses, diffs and
+    swaps, queries for old and new names (first, middle and last line) each get an answer of
+    the complete old version or of the complete new one, and once a query has seen the new
+    version no later one sees the old. A policy swapped in half-built, or the old one emptied
+    before the swap, answers some name as neither version does: the sequence goes back."""
+    n = 200_000
     lst = tmp_path / "big.txt"
-    lst.write_text("".join(f"n{i}.big.test\n" for i in range(200_000)) + "sentinel.test\n")
+    lst.write_text("".join(f"old{i}.big.test\n" for i in range(n)))
     d = make_daemon({"upstreams": [upstream.url()], "reload": {"watch": False},
                      "blocklists": [{"name": "big", "path": str(lst)}]})
+    probes = [f"{v}{i}.big.test" for i in (0, n // 2, n - 1) for v in ("old", "new")]
+    lst.write_text("".join(f"new{i}.big.test\n" for i in range(n)))
     fut = d.call_soon(d.daemon.reload("api"))
-    answered = 0
+    seen: list[tuple[str, str]] = []        # (name, version its answer belongs to), in order
     while not fut.done():
-        assert is_blocked(d, "sentinel.test") and is_blocked(d, "n199999.big.test")
-        answered += 1
-    assert fut.result().ok and answered >= 1
+        seen += [(name, answer_version(name, is_blocked(d, name))) for name in probes]
+    rep = fut.result().reports[0]
+    assert fut.result().ok and rep.added == n and rep.removed == n
+    during = len(seen)
+    seen += [(name, answer_version(name, is_blocked(d, name))) for name in probes]
+    versions = [v for _, v in seen]
+    assert "old" in versions[:during], "no query overlapped the reload: the test proved nothing"
+    first_new = versions.index("new")
+    back = [(i, name) for i, (name, v) in enumerate(seen) if v == "old" and i > first_new]
+    assert not back, f"first new-version answer at query {first_new} ({seen[first_new][0]}), " \
+                     f"then old-version answers at {back[:5]} of {len(seen)}"
 
 
 def test_sighup_reloads(service_dir: Path) -> None:

@@ -198,9 +198,12 @@ class Blocklist:
 
     @property
     def source(self) -> str:
-        """Where the list comes from, for reports: the path, or the URL without its query
-        (a feed URL may carry a key)."""
-        return self.path or self.url.split("?", 1)[0]
+        """Where the list comes from, for reports: the path, or the URL without its query or
+        user:password (a feed URL may carry a key)."""
+        if self.path:
+            return self.path
+        from sinkhole.lists.feeds import bare_url
+        return bare_url(self.url)
 
 
 @dataclass(frozen=True)

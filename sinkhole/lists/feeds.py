@@ -235,7 +235,7 @@ class FeedFetcher:
         configured = await asyncio.to_thread(_read_headers, spec.headers_file)
         ctx = await self._context(spec.ca_file or self.default_ca_file)
         cond = {}
-        if self.has_good(spec):
+        if st.url == bare_url(spec.url) and self.has_good(spec):
             if st.etag:
                 cond["If-None-Match"] = st.etag
             if st.last_modified:
@@ -268,13 +268,12 @@ class FeedFetcher:
             await asyncio.shield(asyncio.to_thread(shutil.rmtree, tmp, True))
 
     def _fresh_tmp(self, folder: Path) -> str:
-        """A new temp folder for this download; leftovers of a crash are removed first."""
+        """A new temp folder for this download. Leftovers (a crash, a download cut by its
+        timeout while a thread was still moving it) are removed first: a candidate is only
+        ever used between the fetch that made it and its promote or discard."""
         self._mkdirs(folder)
-        for old in folder.glob(".tmp-*"):
-            if old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                old.unlink(missing_ok=True)
+        for old in [*folder.glob(".tmp-*"), *folder.glob("candidate*")]:
+            _remove(old)
         return tempfile.mkdtemp(prefix=".tmp-", dir=folder)
 
     @staticmethod
@@ -387,7 +386,7 @@ class FeedFetcher:
         _fsync_dir(good.parent)
         for other in good.parent.glob("current*"):   # the list changed between file and folder
             if other != good:
-                shutil.rmtree(other) if other.is_dir() else other.unlink()
+                _remove(other)
         st = self._state(spec)
         st.etag, st.last_modified = result.etag, result.last_modified
         st.sha256, st.bytes = result.sha256, result.bytes
@@ -398,10 +397,7 @@ class FeedFetcher:
         """The candidate did not parse (`error` says why): delete it, keep the good copy and
         its validators, record the error and count a failure (the retry backs off)."""
         if result.candidate is not None:
-            if result.candidate.is_dir():
-                shutil.rmtree(result.candidate, ignore_errors=True)
-            else:
-                result.candidate.unlink(missing_ok=True)
+            _remove(result.candidate)
         st = self._state(spec)
         st.last_error = f"{spec.name}: {bare_url(spec.url)}: {error}"
         st.failures += 1
@@ -427,9 +423,6 @@ class FeedFetcher:
             self._session = None
 
 
-# -- blocking helpers (run in worker threads) ----------------------------------------------------
-
-
 async def _save_body(resp: aiohttp.ClientResponse, dest: Path, budget: _Budget) -> str:
     """Stream a 200 body (decompressed) into `dest`, within `budget`; returns its sha256. The
     size is checked per chunk, so a gzip bomb is cut at max_size, never held in memory."""
@@ -451,6 +444,16 @@ async def _save_body(resp: aiohttp.ClientResponse, dest: Path, budget: _Budget) 
                 batch, batched = [], 0
         await asyncio.to_thread(_finish, out, batch)
     return digest.hexdigest()
+
+
+# -- blocking helpers (run in worker threads) ----------------------------------------------------
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def _finish(out: Any, batch: Iterable[bytes]) -> None:

@@ -18,13 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sinkhole.lists.loader import ListError, list_files, load_path
-
-try:  # TEMPORARY while the formats package is being written (remove before commit)
-    from sinkhole.lists.formats import load_feed
-except ImportError:
-    def load_feed(path: Any, fmt: str, **_kw: Any) -> ParsedList:  # type: ignore[misc]
-        return load_path(path)
+from sinkhole.lists.formats import load_feed
+from sinkhole.lists.loader import ListError, list_files
 from sinkhole.lists.matcher import Policy, build_policy, diff_names, drain, stale_tables
 from sinkhole.lists.parse import ParsedList
 
@@ -50,6 +45,7 @@ class ListReport:
     seconds: float = 0.0
     error: str | None = None       # the file could not be read: last good version kept
     format: str = "auto"
+    pending: bool = False          # a feed never downloaded yet: empty, not broken
     first_errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -106,10 +102,10 @@ class ListManager:
                 return self._reuse(key, kind, report)
             path = str(candidate or self.feed_copy(spec) or "")
             if not path:
-                report.error = f"{report.path}: not downloaded yet"
-                parsed = ParsedList(source=report.path)
-                report.entries = 0
-                return parsed, report
+                # Not an error of the list (its first download is on the way, and its failure
+                # is reported by the refresher): empty until then.
+                report.pending = True
+                return ParsedList(source=report.path), report
             sig = None
         else:
             path = spec.path

@@ -45,10 +45,6 @@ class FeedRefresher:
             await asyncio.sleep(delay)
             await self.refresh([spec], "feed refresh")
 
-    def mark_failing(self, name: str) -> None:
-        """An outage already reported elsewhere (the start-up load of a feed never fetched)."""
-        self._failing.add(name)
-
     async def refresh(self, specs: Sequence[Any] | None = None, reason: str = "feed refresh",
                       ) -> tuple[Any, dict[str, str]]:
         """Fetch `specs` (default: every feed) at once, then one reload with every new

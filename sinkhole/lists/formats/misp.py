@@ -22,8 +22,8 @@ MANIFEST = "manifest.json"
 # type -> how its value names a host; "a|b" types carry the name on the left
 _TYPES = {"domain": "name", "hostname": "name", "domain|ip": "name", "hostname|port": "name",
           "url": "host"}
-_FLAGS = {True: True, False: False, 1: True, 0: False, "1": True, "0": False,
-          "true": True, "false": False}
+# True == 1 and False == 0 as dict keys: the JSON numbers 1 and 0 are covered too
+_FLAGS = {True: True, False: False, "1": True, "0": False, "true": True, "false": False}
 _UUID = re.compile(r"[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}")
 
 

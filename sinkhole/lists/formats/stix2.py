@@ -40,6 +40,7 @@ _TOKEN = re.compile(r"""\s*(?:
 _UNESCAPE = re.compile(r"\\(.)")
 _END = ("end", "")
 _CLOSING = {"[": "]", "(": ")"}
+_JOINS = frozenset({"AND", "OR", "FOLLOWEDBY", "NOT"})
 
 
 def parse_pattern(pattern: str) -> list[tuple[str, str]] | None:
@@ -97,8 +98,14 @@ def _tokens(pattern: str) -> list[tuple[str, str]]:
             raise ValueError("unbalanced brackets in pattern")
         tokens.append((kind, text))
         pos = m.end()
-    if open_brackets or not tokens:
-        raise ValueError("unbalanced brackets in pattern" if tokens else "empty pattern")
+    if not tokens:
+        raise ValueError("empty pattern")
+    if open_brackets:
+        raise ValueError("unbalanced brackets in pattern")
+    if tokens[0][1] not in ("[", "("):
+        raise ValueError("a pattern starts with '[' (an observation)")
+    if tokens[-1][1] in _JOINS:
+        raise ValueError(f"pattern ends with {tokens[-1][1]}")
     return tokens
 
 
@@ -135,7 +142,7 @@ def _dead_versions(text: str, path: Path, now: float) -> dict[str, float]:
             continue
         try:
             gone = obj.get("revoked") is True or _expired(obj, now)
-            modified = _time(obj.get("modified"), 0.0)
+            modified = _time(obj, "modified", 0.0)
         except ValueError:
             continue  # the main pass reports it
         oid = obj.get("id")
@@ -144,22 +151,23 @@ def _dead_versions(text: str, path: Path, now: float) -> dict[str, float]:
     return dead
 
 
-def _time(value: Any, default: float) -> float:
+def _time(obj: dict[str, Any], field: str, default: float) -> float:
+    value = obj.get(field)
     if value is None:
         return default
     if not isinstance(value, str):
-        raise ValueError(f"expected a timestamp, found {type(value).__name__}")
+        raise ValueError(f"{field}: expected a timestamp, found {type(value).__name__}")
     try:
         stamp = datetime.fromisoformat(value)
     except ValueError as err:
-        raise ValueError(f"invalid timestamp {value[:40]!r}") from err
+        raise ValueError(f"{field}: invalid timestamp {value[:40]!r}") from err
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=UTC)  # STIX times are UTC
     return stamp.timestamp()
 
 
 def _expired(obj: dict[str, Any], now: float) -> bool:
-    return _time(obj.get("valid_until"), float("inf")) <= now
+    return _time(obj, "valid_until", float("inf")) <= now
 
 
 class _Bundle:
@@ -174,16 +182,16 @@ class _Bundle:
         sink = self.sink
         for index, obj in objects:
             kind = obj.get("type") if isinstance(obj, dict) else None
-            if kind == "indicator":
+            if not isinstance(kind, str):
+                sink.error(self.file, f"object #{index + 1}", "not a STIX object (no type)", "")
+            elif kind == "indicator":
                 self.indicator(index, obj)
             elif kind in _NAMED and isinstance(obj.get("name"), str) and len(self.names) < 64:
-                self.names[obj.get("id", "")] = obj["name"]
-            elif kind == "relationship" and sink.wants_text:
-                if obj.get("relationship_type") == "indicates":
-                    self.indicates.setdefault(str(obj.get("source_ref")), []).append(
-                        str(obj.get("target_ref")))
-            elif not isinstance(obj, dict):
-                sink.error(self.file, f"object #{index + 1}", "not a JSON object", "")
+                self.names[str(obj.get("id"))] = obj["name"]
+            elif (kind == "relationship" and sink.wants_text
+                  and obj.get("relationship_type") == "indicates"):
+                self.indicates.setdefault(str(obj.get("source_ref")), []).append(
+                    str(obj.get("target_ref")))
         if len(self.names) == 1:
             sink.meta.setdefault("title", next(iter(self.names.values())))
         if sink.wants_text:
@@ -224,8 +232,8 @@ class _Bundle:
                 sink.skip()
 
     def _superseded(self, obj: dict[str, Any]) -> bool:
-        newest_dead = self.dead.get(obj.get("id"))  # type: ignore[arg-type]
-        return newest_dead is not None and _time(obj.get("modified"), 0.0) < newest_dead
+        newest_dead = self.dead.get(str(obj.get("id")))
+        return newest_dead is not None and _time(obj, "modified", 0.0) < newest_dead
 
     def annotate(self) -> None:
         """`sinkhole check` shows what an indicator indicates (MVT's have no name)."""
