@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                "update-lists": cli_lists.cmd_update_lists, "lists": cli_lists.cmd_lists,
                "reload": lambda c, _a: cli_lists.reload_daemon(c),
                "hits": cli_data.cmd_hits, "clients": cli_data.cmd_clients,
-               "retrohunt": cli_data.cmd_retrohunt,
+               "retrohunt": cli_data.cmd_retrohunt, "suspicions": cli_data.cmd_suspicions,
                "test-alert": cmd_test_alert}[args.command]
     try:
         return handler(config, args)

@@ -138,3 +138,45 @@ def add_parsers(sub: Any, common: Any) -> None:
     g.add_argument("--list", metavar="NAME")
     g.add_argument("--file", metavar="FILE", help="a list file in any supported format")
     r.add_argument("--json", action="store_true")
+    s = sub.add_parser("suspicions", parents=[common], help="what hunting found (no list knows)",
+                       description="Suspicions from the hunting signals (newly seen, rare, "
+                                   "beacon, sequences, tunnel/DGA), highest score first.")
+    s.add_argument("--since", metavar="DURATION", help="last seen within DURATION (e.g. 7d)")
+    s.add_argument("--min-score", type=int, default=0, metavar="N", help="score at least N")
+    s.add_argument("--limit", type=int, default=1000, metavar="N")
+    s.add_argument("--json", action="store_true",
+                   help="a JSON array: client_ip, client_name, domain, score, signals, "
+                        "first_seen, last_seen, count (times Unix seconds)")
+
+
+SUSPICION_KEYS = ("client_ip", "client_name", "domain", "score", "signals", "first_seen",
+                  "last_seen", "count")
+
+
+def hunt_db(config: Config) -> str:
+    """The hunting state and suspicions live beside the store (the daemon writes it)."""
+    import os
+    return os.path.join(os.path.dirname(config.storage.path), "hunt.db")
+
+
+def cmd_suspicions(config: Config, args: Namespace) -> int:
+    import os
+
+    from sinkhole.hunt import read_suspicions
+    path = hunt_db(config)
+    if not os.path.exists(path):
+        print(f"sinkhole: no hunting state at {path} yet (is hunt.enabled on, and has the "
+              "daemon run?)", file=sys.stderr)
+        return EXIT_RUNTIME
+    rows = read_suspicions(path, since=_since(args.since), min_score=args.min_score,
+                           limit=args.limit)
+    if args.json:
+        json.dump([{k: (escape_name(r[k]) if k in ("domain", "client_name")
+                        and isinstance(r[k], str) else r[k]) for k in SUSPICION_KEYS}
+                   for r in rows], sys.stdout, indent=1, sort_keys=True)
+        print()
+        return EXIT_OK
+    shown = [{**r, "signals": [s["signal"] for s in r["signals"]]} for r in rows]
+    _emit(shown, ("score", "client_name", "client_ip", "domain", "signals", "first_seen",
+                  "last_seen", "count"), False)
+    return EXIT_OK

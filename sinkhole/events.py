@@ -35,3 +35,20 @@ class Hit:
     first_seen: float | None = None
     last_seen: float | None = None
     count: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One query the network resolved, as hunting and the history see it: from the live
+    pipeline (stamped by our clock) or from an imported log (stamped by *its* clock).
+
+    ``qtype`` is the type's name ("A", "TXT", "NULL", "TYPE65534"); ``rcode`` the answer's
+    (0 NOERROR, 3 NXDOMAIN), None when the source does not say.
+    """
+
+    time: float
+    client_ip: str
+    qname: str
+    qtype: str = "A"
+    client_name: str | None = None
+    rcode: int | None = None

@@ -353,6 +353,37 @@ class Clients:
     refresh_interval: Duration = 10.0     # how often lease files are checked for changes
 
 
+def _suffixes(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list of domains, found {value!r}")
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not item.strip(".") or " " in item:
+            raise ValueError(f"[{i}]: {item!r} is not a domain")
+        out.append(item.strip(".").lower())
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class Hunt:
+    """Signals for what no list knows yet (newly seen, rare, beacon, sequences, tunnel/DGA)."""
+
+    enabled: bool = True
+    learning: Duration = 7 * 86400.0      # nothing is flagged before this much history
+    rare_window: Duration = 7 * 86400.0   # "asked by one or two devices over the last N days"
+    rare_devices: int = setting(2, check=positive_int)
+    alert_score: int = 80                 # 0..100; an alert (kind suspicion) at or above
+    ignore: tuple[str, ...] = setting((), check=_suffixes)   # domains and their subdomains
+    sequences_file: str | None = None     # more sequence rules (YAML), beside the shipped ones
+    shipped_sequences: bool = True        # the Triangulation rule and friends
+    max_domains: int = setting(1_000_000, check=positive_int)  # newly-seen memory bound
+    queue_max: int = setting(100_000, check=positive_int)      # observations awaiting the hunter
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.alert_score <= 101:
+            raise ValueError("alert_score: 0..100 (101 turns suspicion alerts off)")
+
+
 @dataclass(frozen=True)
 class Config:
     listen: Listen = field(default_factory=Listen)
@@ -377,6 +408,7 @@ class Config:
     storage: Storage = field(default_factory=Storage)
     history: History = field(default_factory=History)
     clients: Clients = field(default_factory=Clients)
+    hunt: Hunt = field(default_factory=Hunt)
 
     def __post_init__(self) -> None:
         http = self.listen.http

@@ -87,25 +87,37 @@ def ignored_host(token: str) -> bool:
 PUBLIC_SUFFIX = "public suffix: would block a whole registry"
 
 
+# Already a key, two labels at least, a TLD starting with a letter (so not an address): most
+# feed values, which then skip the general checks.
+_KEY_RE = re.compile(r"(?:[a-z0-9_-]{1,63}\.)+[a-z][a-z0-9-]{0,62}")
+
+
 def validate_name(text: str) -> str:
     """A feed indicator as a rule key (normalised, a leading `*.` kept), or ValueError saying
     why it is not a name we should block."""
-    wildcard = text.startswith("*.")
-    base = text[2:] if wildcard else text
-    if "\ufffd" in base:
-        raise ValueError("invalid UTF-8 (or U+FFFD)")
-    if is_ip(base.strip("[]")):
-        raise ValueError("an IP address, not a name")
-    name = normalise_name(base)
+    if len(text) <= 253 and _KEY_RE.fullmatch(text):
+        prefix, name = "", text
+    else:
+        prefix = "*." if text.startswith("*.") else ""
+        name = _general_checks(text[len(prefix):])
     if "xn--" in name:
         _check_a_labels(name)
     if is_public_suffix(name):
         raise ValueError(PUBLIC_SUFFIX)
-    if "." not in name:
+    return prefix + name
+
+
+def _general_checks(text: str) -> str:
+    if "\ufffd" in text:
+        raise ValueError("invalid UTF-8 (or U+FFFD)")
+    if is_ip(text.strip("[]")):
+        raise ValueError("an IP address, not a name")
+    name = normalise_name(text)
+    if "." not in name and not is_public_suffix(name):  # "com": the public suffix reason
         raise ValueError("a single label, not a host name")
     if name.rpartition(".")[2].isdigit():
         raise ValueError("an all-numeric top-level label, not a host name")
-    return "*." + name if wildcard else name
+    return name
 
 
 def _check_a_labels(name: str) -> None:

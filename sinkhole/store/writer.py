@@ -199,6 +199,23 @@ class Store:
 
         return record_query
 
+    def record_query_at(self, client_ip: str, qname: str, when: float,
+                        timeout: float = 60.0) -> bool:
+        """An imported query with its own timestamp (another resolver's log): waits while the
+        queue is full instead of dropping — an import is a batch job, not the hot path.
+        False if the writer did not make room within `timeout`."""
+        if not self._history_on:
+            return True
+        deadline = time.monotonic() + timeout
+        while len(self._queries) >= self._queue_max:
+            if time.monotonic() > deadline:
+                self._dropped_queries += 1
+                return False
+            self._wake.set()
+            time.sleep(0.01)
+        self._queries.append((client_ip, qname, when))
+        return True
+
     def enqueue_alert(self, payload: dict[str, Any], sinks: Sequence[str],
                       on_durable: Callable[[list[int]], None] | None = None) -> None:
         """Queue one outbox row per sink; ``on_durable(ids)`` runs on the writer after COMMIT.

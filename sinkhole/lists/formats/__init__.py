@@ -74,7 +74,7 @@ def detect_format(path: str | Path) -> str:
         return "misp"
     if not head.startswith("{"):
         return "plain"
-    cursor = Cursor(head, root)
+    cursor = Cursor(root, text=head)
     try:
         for key in cursor.members("the document"):
             if key in ("Event", "response", "Attribute"):

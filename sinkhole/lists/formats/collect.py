@@ -19,6 +19,8 @@ Where = int | str  # a line number (CSV), or an object's id: "indicator--…", "
 def host_of(value: str) -> str:
     """The host a URL, `host:port` or `host/path` value names (maybe an IP address)."""
     text = value.strip()
+    if "/" not in text and ":" not in text:
+        return text  # a bare name: most values
     if "://" in text:
         try:
             host = urlsplit(text).hostname

@@ -20,6 +20,7 @@ from sinkhole.lists.loader import ListLoadError, _lines
 from sinkhole.lists.parse import MAX_LINE
 
 _HASH = re.compile(r"[0-9a-fA-F]{32}(?:[0-9a-fA-F]{8}|[0-9a-fA-F]{32}|[0-9a-fA-F]{96})?")
+_HASH_SIZES = frozenset({32, 40, 64, 128})
 HEADER_SEARCH = 64  # comment lines before the first record searched for the header
 
 
@@ -78,9 +79,9 @@ def read(path: Path, sink: Sink, *, column: str | int) -> None:
         value = row[index].strip()
         if not value:
             sink.error(file, lineno, "empty value", line)
-        elif _HASH.fullmatch(value):
+        elif len(value) in _HASH_SIZES and _HASH.fullmatch(value):
             sink.skip()  # ThreatFox mixes md5/sha1/sha256 indicators into ioc_value
-        elif value.lower() != header:  # a header repeated further down (concatenated dumps)
+        elif len(value) != len(header) or value.lower() != header:  # a repeated header
             sink.host(file, lineno, value, line)
 
 

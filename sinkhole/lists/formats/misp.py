@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sinkhole.lists.formats.collect import Sink
-from sinkhole.lists.formats.jsonstream import Cursor, read_text
+from sinkhole.lists.formats.jsonstream import Cursor
 from sinkhole.lists.loader import ListLoadError
 
 MANIFEST = "manifest.json"
@@ -53,9 +53,9 @@ class _Reader:
     def feed(self, manifest: Path) -> None:
         """Every event the manifest lists. A listed event that is missing or unreadable is an
         error, not the end of the feed: the other events still block."""
-        cursor = Cursor(read_text(manifest, self.limit), manifest)
-        uuids = list(cursor.members("the manifest"))
-        cursor.end()
+        with Cursor.open(manifest, self.limit) as cursor:
+            uuids = list(cursor.members("the manifest"))
+            cursor.end()
         if not uuids:
             raise ListLoadError(manifest, "the manifest lists no event")
         for uuid in uuids:
@@ -70,14 +70,14 @@ class _Reader:
 
     def document(self, path: Path) -> None:
         self.file = str(path)
-        cursor = Cursor(read_text(path, self.limit), path)
-        found = False
-        if cursor.peek() == "[":
-            for _ in cursor.elements("the events"):
-                found |= self.container(cursor, "an event")
-        else:
-            found = self.container(cursor, "the document")
-        cursor.end()
+        with Cursor.open(path, self.limit) as cursor:
+            found = False
+            if cursor.peek() == "[":
+                for _ in cursor.elements("the events"):
+                    found |= self.container(cursor, "an event")
+            else:
+                found = self.container(cursor, "the document")
+            cursor.end()
         if not found:
             raise cursor.error('not a MISP event or attribute export (no "Event", "response" '
                                'or "Attribute")')
@@ -106,16 +106,16 @@ class _Reader:
             if key == "Attribute":
                 self.attributes(cursor, deleted=False)
             elif key == "Object":
-                for index in cursor.elements("Object"):
-                    self.misp_object(index, cursor.value())
+                for index, obj in enumerate(cursor.values("Object")):
+                    self.misp_object(index, obj)
             elif key == "info":
                 info = cursor.value()
                 if isinstance(info, str) and len(self.titles) < 2:
                     self.titles.append(" ".join(info.split()))
 
     def attributes(self, cursor: Cursor, *, deleted: bool) -> None:
-        for index in cursor.elements("Attribute"):
-            self.attribute(index, cursor.value(), deleted)
+        for index, attr in enumerate(cursor.values("Attribute")):
+            self.attribute(index, attr, deleted)
 
     def misp_object(self, index: int, obj: Any) -> None:
         if not isinstance(obj, dict):

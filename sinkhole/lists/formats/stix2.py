@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from sinkhole.lists.formats.collect import Sink
-from sinkhole.lists.formats.jsonstream import Cursor, read_text
+from sinkhole.lists.formats.jsonstream import CHUNK, Cursor
 
 MAX_PATTERN = 65536
 _PATHS = {"domain-name:value": "name", "url:value": "host"}
@@ -38,14 +38,20 @@ _TOKEN = re.compile(r"""\s*(?:
   | (?P<num>[-+]?\d+(?:\.\d+)?)
 )""", re.X)
 _UNESCAPE = re.compile(r"\\(.)")
+_SIMPLE = re.compile(r"\[\s*([a-z0-9-]+:value)\s*=\s*'((?:[^'\\]|\\['\\])*)'\s*\]")
 _END = ("end", "")
 _CLOSING = {"[": "]", "(": ")"}
+_DEATH = (b'"revoked"', b'"valid_until"')
 _JOINS = frozenset({"AND", "OR", "FOLLOWEDBY", "NOT"})
 
 
 def parse_pattern(pattern: str) -> list[tuple[str, str]] | None:
     """[(object path, value)] of an OR-chain of `path = 'value'` comparisons; None for any
     other valid-looking pattern; ValueError for one that is not a pattern at all."""
+    simple = _SIMPLE.fullmatch(pattern)
+    if simple is not None:  # MVT's and most producers' shape: skip the tokenizer
+        value = simple[2]
+        return [(simple[1], _UNESCAPE.sub(r"\1", value) if "\\" in value else value)]
     tokens = _tokens(pattern)
     found: list[tuple[str, str]] = []
     i, n = 0, len(tokens)
@@ -111,15 +117,29 @@ def _tokens(pattern: str) -> list[tuple[str, str]]:
 
 def read(path: Path, sink: Sink, *, now: float, limit: int) -> None:
     """Report every indicator of the bundle at `path` to `sink`."""
-    text = read_text(path, limit)
     # Revocation and expiry are rare: only a bundle that mentions them pays a second pass.
-    dead = _dead_versions(text, path, now) if '"revoked"' in text or '"valid_until"' in text \
-        else {}
-    _Bundle(str(path), sink, now, dead).run(_objects(text, path))
+    dead = _dead_versions(path, now, limit) if _mentions(path, _DEATH) else {}
+    with Cursor.open(path, limit) as cursor:
+        _Bundle(str(path), sink, now, dead).run(_objects(cursor))
 
 
-def _objects(text: str, path: Path) -> Iterator[tuple[int, Any]]:
-    cursor = Cursor(text, path)
+def _mentions(path: Path, words: tuple[bytes, ...]) -> bool:
+    """Whether any of `words` occurs in the file (a C search, chunk by chunk)."""
+    keep = max(map(len, words))
+    tail = b""
+    try:
+        with open(path, "rb") as raw:
+            while chunk := raw.read(CHUNK):
+                window = tail + chunk
+                if any(word in window for word in words):
+                    return True
+                tail = window[-keep:]
+    except OSError:
+        return False  # the reading pass reports it
+    return False
+
+
+def _objects(cursor: Cursor) -> Iterator[tuple[int, Any]]:
     bundle_type: Any = None
     for key in cursor.members("the bundle"):
         if key == "type":
@@ -127,27 +147,27 @@ def _objects(text: str, path: Path) -> Iterator[tuple[int, Any]]:
             if bundle_type != "bundle":
                 raise cursor.error(f"not a STIX bundle (type {bundle_type!r})")
         elif key == "objects":
-            for index in cursor.elements("objects"):
-                yield index, cursor.value()
+            yield from enumerate(cursor.values("objects"))
     cursor.end()
     if bundle_type is None:
         raise cursor.error('not a STIX bundle (no "type": "bundle")')
 
 
-def _dead_versions(text: str, path: Path, now: float) -> dict[str, float]:
+def _dead_versions(path: Path, now: float, limit: int) -> dict[str, float]:
     """Indicator id -> `modified` time of its newest revoked or expired version."""
     dead: dict[str, float] = {}
-    for _, obj in _objects(text, path):
-        if not isinstance(obj, dict) or obj.get("type") != "indicator":
-            continue
-        try:
-            gone = obj.get("revoked") is True or _expired(obj, now)
-            modified = _time(obj, "modified", 0.0)
-        except ValueError:
-            continue  # the main pass reports it
-        oid = obj.get("id")
-        if gone and isinstance(oid, str):
-            dead[oid] = max(modified, dead.get(oid, modified))
+    with Cursor.open(path, limit) as cursor:
+        for _, obj in _objects(cursor):
+            if not isinstance(obj, dict) or obj.get("type") != "indicator":
+                continue
+            try:
+                gone = obj.get("revoked") is True or _expired(obj, now)
+                modified = _time(obj, "modified", 0.0)
+            except ValueError:
+                continue  # the main pass reports it
+            oid = obj.get("id")
+            if gone and isinstance(oid, str):
+                dead[oid] = max(modified, dead.get(oid, modified))
     return dead
 
 
@@ -211,7 +231,8 @@ class _Bundle:
                 raise ValueError("revoked: expected true or false")
             if not isinstance(pattern_type, str):
                 raise ValueError("pattern_type: expected a string")
-            if revoked or _expired(obj, self.now) or self._superseded(obj):
+            if revoked or ("valid_until" in obj and _expired(obj, self.now)) \
+                    or (self.dead and self._superseded(obj)):
                 return sink.skip()
             if pattern_type != "stix":  # sigma, yara, snort...
                 return sink.skip()
@@ -221,7 +242,8 @@ class _Bundle:
                               else "")
         if comparisons is None:
             return sink.skip()
-        text = _text(obj, pattern)
+        # The rule text is shown by `sinkhole check` only; a load's errors show the pattern.
+        text = _text(obj, pattern) if sink.wants_text else pattern
         for obj_path, value in comparisons:
             kind = _PATHS.get(obj_path)
             if kind == "name":
