@@ -22,6 +22,7 @@ from sinkhole import privdrop, sdnotify
 from sinkhole.alerts import AlertManager, AlertSetupError
 from sinkhole.api import Admin, build_app
 from sinkhole.cache import Cache
+from sinkhole.cli_data import hunt_db
 from sinkhole.clients.access import AccessList
 from sinkhole.clients.names import ClientNames
 from sinkhole.config import Config
@@ -29,6 +30,7 @@ from sinkhole.config.values import HostPort
 from sinkhole.dns.block import BlockAnswers
 from sinkhole.errors import StartupError
 from sinkhole.hits import HitRecorder, hit_from_mapping
+from sinkhole.huntloop import HuntLoop
 from sinkhole.lists.feeds import FeedFetcher
 from sinkhole.lists.manager import ListManager, ReloadResult
 from sinkhole.lists.matcher import Policy
@@ -140,6 +142,14 @@ class Daemon:
         stack.callback(self.hits.flush_floods)   # before alerts and store close
         self._seed_recent()
         self.metrics.prime((), [s.name or s.type for s in cfg.alerts.sinks])
+        self.hunt: HuntLoop | None = None
+        import importlib.util  # TEMP: until sinkhole.hunt lands (remove before the final commit)
+        if cfg.hunt.enabled and importlib.util.find_spec("sinkhole.hunt") is not None:
+            self.hunt = HuntLoop(cfg.hunt, hunt_db(cfg), names=self.client_names.name_for,
+                                 on_suspicion=self._on_suspicion, clock=clock.time)
+            self.hunt.start()
+            stack.push_async_callback(self.hunt.stop)
+            self.metrics.watch_hunt(self.hunt)
         sh = cfg.sinkhole
         rl = cfg.ratelimit
         self.pipeline = build_pipeline(
@@ -152,6 +162,7 @@ class Daemon:
             blocker=BlockAnswers(sh.ipv4, sh.ipv6, int(sh.ttl)), metrics=self.metrics,
             on_hit=self.hits.on_hit,
             record_query=self.store.record_query if cfg.history.retention > 0 else None,
+            hunt=self.hunt.observer() if self.hunt is not None else None,
             clock=None if clock.monotonic is time.monotonic else clock.monotonic)
         feeds = [b for b in cfg.blocklists if b.url]
         self.fetcher = FeedFetcher(os.path.dirname(cfg.storage.path),
@@ -294,6 +305,18 @@ class Daemon:
     async def _retrohunt_startup(self) -> None:
         await self._retrohunt(None)
 
+    def _on_suspicion(self, s: Any) -> None:
+        """On the loop, for each suspicion the hunter created or raised: count it by signal,
+        and alert once it reaches hunt.alert_score (the alert policy keeps it to one per
+        (device, domain) per cooldown)."""
+        for name in {sig["signal"] for sig in s.signals}:
+            self.metrics.suspicions.labels(name).inc()
+        if s.score >= self.config.hunt.alert_score:
+            reasons = "; ".join(sig.get("reason", sig["signal"]) for sig in s.signals)
+            self.metrics.suspicion_alerts.inc()
+            self.alerts.on_suspicion(s.client_ip, s.client_name, s.domain, s.score, reasons,
+                                     s.first_seen, s.last_seen, s.count)
+
     def _on_policy(self, policy: Policy, result: ReloadResult) -> None:
         """Swap the new policy into the pipeline: one synchronous step on the loop."""
         self.pipeline.set_policy(policy)
@@ -308,6 +331,11 @@ class Daemon:
         self.alerts.on_reload(result)
         if result.reason != "startup" and result.added and self.config.history.retention > 0:
             self.retro_task = self._spawn(self._retrohunt(result.added))
+        if self.hunt is not None and result.added:
+            # A list now names a suspected domain: the suspicion records it (and the
+            # retro-hunt above turns the device's queries into hits).
+            for list_name, names in result.added.items():
+                self.hunt.submit(lambda h, n=frozenset(names), ln=list_name: h.mark_listed(n, ln))
 
     def _feed_copy(self, spec: Any) -> Any:
         """Where a feed's last good download is (None: never downloaded)."""

@@ -76,6 +76,10 @@ class Metrics:
         self.list_last_success = Gauge("sinkhole_list_last_success_timestamp_seconds",
                                        "When a feed was last confirmed current (a download "
                                        "that parsed, or a 304); 0: never", ["list"], registry=r)
+        self.suspicions = Counter("sinkhole_suspicions", "Hunting suspicions created or raised, "
+                                  "by signal", ["signal"], registry=r)
+        self.suspicion_alerts = Counter("sinkhole_suspicion_alerts", "Suspicions at or above "
+                                        "hunt.alert_score that raised an alert", registry=r)
         self.reloads = Counter("sinkhole_list_reloads", "Policy reloads, by trigger",
                                ["reason"], registry=r)
         self.reload_duration = Gauge("sinkhole_list_reload_duration_seconds",
@@ -145,6 +149,10 @@ class Metrics:
         """TCP back-pressure, read at scrape time from the listeners' own counters."""
         self.registry.register(_ListenerCollector(listeners))
 
+    def watch_hunt(self, hunt: Any) -> None:
+        """The hunter thread's counters, read at scrape time."""
+        self.registry.register(_HuntCollector(hunt))
+
     def watch_store(self, store: Any) -> None:
         """Store counters live in the writer (its own thread); read them at scrape time."""
         self.registry.register(_StoreCollector(store))
@@ -186,6 +194,20 @@ class _ListenerCollector(Collector):
         yield CounterMetricFamily("sinkhole_tcp_connections_stalled", "TCP connections cut "
                                   "off for not reading their replies within the idle timeout",
                                   value=li.tcp_stalled)
+
+
+class _HuntCollector(Collector):
+    def __init__(self, hunt: Any) -> None:
+        self.hunt = hunt
+
+    def collect(self) -> Iterator[Any]:
+        h = self.hunt
+        yield CounterMetricFamily("sinkhole_hunt_observations", "Resolved queries the hunting "
+                                  "signals have looked at", value=h.observed)
+        yield CounterMetricFamily("sinkhole_hunt_dropped", "Resolved queries not hunted: the "
+                                  "hunter was too far behind (queue full)", value=h.dropped)
+        yield GaugeMetricFamily("sinkhole_hunt_queue_depth", "Resolved queries waiting for the "
+                                "hunter", value=len(h.queue))
 
 
 class _StoreCollector(Collector):

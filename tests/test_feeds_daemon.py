@@ -185,3 +185,29 @@ def test_embedded_default_sinkholes_the_triangulation_names(make_daemon,
     assert spec.severity == "critical" and spec.action == "nxdomain"
     assert Path(spec.path).read_bytes() == \
         (Path(__file__).parent.parent / "blocklists" / "triangulation.txt").read_bytes()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*sinkhole_cmd(), *args], capture_output=True, text=True, timeout=60,
+                          env=subprocess_env(), check=False)
+
+
+def test_check_config_names_a_missing_list_and_fetch_tries_each_url(
+        feeds: FeedServer, tmp_path: Path) -> None:
+    missing = write_config(tmp_path, {"blocklists": [{"name": "gone", "path": "nope.txt"}]})
+    res = run_cli("check-config", "-c", str(missing))
+    assert res.returncode == 2 and "blocklists[0] (gone).path" in res.stderr
+    assert "nope.txt" in res.stderr
+
+    feeds.serve("/mvt.stix2", STIX, content_type="application/json")
+    feeds.serve("/down.txt", mode="error", status=500)
+    ok = {"name": "mvt", "url": feeds.url("/mvt.stix2"), "format": "stix2"}
+    cfg = write_config(tmp_path, {"blocklists": [ok]})
+    res = run_cli("check-config", "--fetch", "-c", str(cfg))
+    assert res.returncode == 0, res.stderr
+    assert "mvt:" in res.stdout and "15 names" in res.stdout
+    assert not (tmp_path / "state" / "feeds").exists()     # the daemon's copies untouched
+    bad = write_config(tmp_path, {"blocklists": [ok, {"name": "down", "url":
+                                                      feeds.url("/down.txt")}]})
+    res = run_cli("check-config", "--fetch", "-c", str(bad))
+    assert res.returncode == 1 and "down:" in res.stderr and "500" in res.stderr

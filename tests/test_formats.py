@@ -16,7 +16,7 @@ import pytest
 from publicsuffixlist import PublicSuffixList
 
 from sinkhole.lists import ListLoadError, load_path
-from sinkhole.lists.formats import detect_format, find_feed_rule, load_feed
+from sinkhole.lists.formats import detect_format, find_feed_rule, jsonstream, load_feed
 from sinkhole.lists.formats.stix2 import parse_pattern
 from sinkhole.lists.names import PUBLIC_SUFFIX, is_public_suffix, validate_name
 
@@ -293,6 +293,27 @@ def test_csv_column_must_exist(tmp_path):
         load_feed(THREATFOX, "csv")
     parsed = load_feed(THREATFOX, "csv", column=40)
     assert parsed.block == set() and parsed.errors[0].reason == "no column 40 (the row has 15)"
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 4096])
+def test_json_read_through_a_small_window_gives_the_same_result(tmp_path, monkeypatch, chunk):
+    """Values cut at the window's edge (numbers, multi-byte UTF-8, long strings) must decode
+    as if the file were read whole."""
+    # past the first 8 KiB (read at once, for the binary sniff): multi-byte characters and
+    # a number decoded on its own, each cut by the window's edge when it is small
+    doc = bundle({"type": "identity", "id": "identity--1", "name": "Ä€𝄞" * 1000},
+                 *(indicator(n, f"[domain-name:value = 'bücher-{n}.example']", x_n=12345)
+                   for n in range(40)))
+    doc["x_total"] = 1234567890
+    text = tmp_path / "text.json"
+    text.write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+    expected = [(p, load_feed(p, "auto", now=NOW)) for p in (STIX, MISP_FEED, EVENT1, text)]
+    monkeypatch.setattr(jsonstream, "CHUNK", chunk)
+    for path, want in expected:
+        got = load_feed(path, "auto", now=NOW)
+        assert (got.block, got.unsupported, got.errors) == (want.block, want.unsupported,
+                                                            want.errors)
+    assert len(expected[-1][1].block) == 40 and "xn--bcher-7-n2a.example" in expected[-1][1].block
 
 
 # --- hostile files ---------------------------------------------------------------------------

@@ -100,6 +100,14 @@ class AlertManager:
         except Exception:
             log.exception("alerting failed for retro-hunt finds")
 
+    def on_suspicion(self, *args: Any) -> None:
+        """A hunting suspicion over the alert score (see AlertPolicy.on_suspicion)."""
+        try:
+            self._emit(self.policy.on_suspicion(*args))
+            self._poke()
+        except Exception:
+            log.exception("alerting failed for a suspicion")
+
     def on_list_error(self, list_name: str, error: str) -> None:
         try:
             self._emit(self.policy.on_list_error(list_name, error))

@@ -142,6 +142,9 @@ def _summary(item: Item) -> str:
                 f"({span}), now on {where}")
     if item.kind == "test":
         return "test alert"
+    if item.kind == "suspicion":
+        return (f"suspicious: {_who(item)} asked for {escape(item.domain)} {item.count}x "
+                f"({item.category}; {escape(item.rule)}); no list names it yet")
     text = f"{_who(item)} asked for {escape(item.domain)}, {where}"
     if item.repeats:
         text += f" +{item.repeats} more since {_short(item.repeats_since)}"
@@ -172,6 +175,8 @@ def _more(item: Item, now: float) -> str:
         return shlex.join(["journalctl", "-u", "sinkhole", "-g", f"list {item.list}"])
     if item.kind == "test":
         return "sinkhole test-alert"
+    if item.kind == "suspicion":
+        return shlex.join(["sinkhole", "suspicions", "--since", _since(item.first_seen, now)])
     cmd = ["sinkhole", "hits", "--client", item.client]
     if item.kind == "retro":
         cmd += ["--list", item.list]

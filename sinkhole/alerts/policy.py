@@ -73,6 +73,10 @@ class _Budget:
         return self.sent[0] + RATE_PERIOD if self.sent else 0.0
 
 
+# (client, domain) pairs remembered for the suspicion cooldown before the expired are dropped.
+MAX_SUSPECTED = 10_000
+
+
 class AlertPolicy:
     """Turns events into (alert, sinks) decisions; call ``tick`` by ``next_deadline``."""
 
@@ -89,6 +93,7 @@ class AlertPolicy:
         self._episodes: OrderedDict[Key, _Episode] = OrderedDict()
         self._followups: list[tuple[float, Key]] = []   # heap: when unreported counts are due
         self._errors: dict[tuple[str, str], float] = {}
+        self._suspected: dict[tuple[str, str], float] = {}   # (client, domain) -> last alert
         self._window_end: float | None = None
         self._window = Fold()
 
@@ -140,6 +145,27 @@ class AlertPolicy:
             if SEVERITY_RANK[item.severity] >= self.min_rank:
                 out += self._route(item, now)
         return out
+
+    def on_suspicion(self, client: str, client_name: str | None, domain: str, score: int,
+                     reasons: str, first_seen: float, last_seen: float,
+                     count: int) -> list[Outgoing]:
+        """A hunting suspicion at or above hunt.alert_score: no list names the domain, so this
+        is a lead to look into, not a proven hit. One alert per (client, domain) per cooldown
+        (a suspicion's score rising again within it is not news)."""
+        now = self.clock()
+        key = (client, domain)
+        last = self._suspected.get(key)
+        if last is not None and now - last < self.cooldown:
+            return []
+        if len(self._suspected) >= MAX_SUSPECTED:   # bounded: forget what the cooldown passed
+            self._suspected = {k: t for k, t in self._suspected.items()
+                               if now - t < self.cooldown}
+        self._suspected[key] = now
+        item = Item("suspicion", "critical" if score >= 95 else "warning", client=client,
+                    client_name=client_name, domain=domain, list="hunt",
+                    category=f"score {score}", rule=reasons, first_seen=first_seen,
+                    last_seen=last_seen, count=count)
+        return self._route(item, now)
 
     def on_list_error(self, list_name: str, error: str) -> list[Outgoing]:
         now = self.clock()

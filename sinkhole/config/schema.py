@@ -67,11 +67,28 @@ def _http_listen(value: Any) -> HostPort | None:
     return parse_hostport(value)
 
 
+_listen_optional = list_of(parse_hostport, "addresses like 10.0.0.2:853")
+
+
 @dataclass(frozen=True)
 class Listen:
     dns: tuple[HostPort, ...] = setting(
         (HostPort("127.0.0.1", 5353),), check=_listen_list)
     http: HostPort | None = setting(HostPort("127.0.0.1", 9153), check=_http_listen)
+    dot: tuple[HostPort, ...] = setting((), check=_listen_optional)   # DNS over TLS, RFC 7858
+    doh: tuple[HostPort, ...] = setting((), check=_listen_optional)   # DNS over HTTPS, RFC 8484
+
+
+@dataclass(frozen=True)
+class Tls:
+    """The certificate of our DoT/DoH endpoints; re-read on SIGHUP and when the files change
+    (a bad pair keeps the old one)."""
+
+    cert_file: str | None = None     # the full chain, PEM
+    key_file: str | None = None      # its private key, PEM (readable by the daemon's user)
+    # The name clients verify (DDR's target, the DoH URL's host): default the certificate's
+    # first DNS name.
+    name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -211,11 +228,24 @@ class Allowlist:
     path: str = setting("", check=_path, required="a file or a folder of list files")
 
 
+def _ports(value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"expected a list of TCP ports, found {value!r}")
+    for i, port in enumerate(value):
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
+            raise ValueError(f"[{i}]: {port!r} is not a port 1-65535")
+    return tuple(value)
+
+
 @dataclass(frozen=True)
 class SinkholeAnswer:
     ipv4: str = setting("0.0.0.0", check=_ipv4)   # action: sinkhole (null always uses 0.0.0.0)
     ipv6: str = setting("::", check=_ipv6)
     ttl: Duration = 60.0
+    # Listen on the sinkhole addresses and record what a device that got one then tries
+    # (TLS SNI, HTTP Host): proof an implant acts, not just asks.
+    listen: bool = False
+    ports: tuple[int, ...] = setting((80, 443, 8080, 8443), check=_ports)
 
 
 @dataclass(frozen=True)
@@ -400,6 +430,7 @@ class Config:
     blocklists: tuple[Blocklist, ...] = ()
     allowlists: tuple[Allowlist, ...] = ()
     sinkhole: SinkholeAnswer = field(default_factory=SinkholeAnswer)
+    tls: Tls = field(default_factory=Tls)
     reload: Reload = field(default_factory=Reload)
     policy: Policy = field(default_factory=Policy)
     ratelimit: RateLimit = field(default_factory=RateLimit)
@@ -415,6 +446,14 @@ class Config:
         if http is not None and not self.api.token_file and not _is_loopback(http.host):
             raise ValueError(f"api.token_file: required when listen.http ({http.display()}) is "
                              "not on loopback: the admin API must not be open to the network")
+        if (self.listen.dot or self.listen.doh) and not (self.tls.cert_file and
+                                                         self.tls.key_file):
+            raise ValueError("tls.cert_file: DoT/DoH listeners (listen.dot, listen.doh) need "
+                             "tls.cert_file and tls.key_file")
+        if self.sinkhole.listen and self.sinkhole.ipv4 == "0.0.0.0" and \
+                self.sinkhole.ipv6 == "::":
+            raise ValueError("sinkhole.listen: set sinkhole.ipv4 (or ipv6) to an address of "
+                             "this box set aside for sinkholed names")
         names = [b.name for b in self.blocklists]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:

@@ -133,7 +133,8 @@ def history_observer(record_query: Callable[[str, str], None]) -> Observer:
 def build_pipeline(cfg: Any, *, access: Any, refusals: Any, ratelimiter: Any, cache: Any,
                    pool: Any, blocker: Any, metrics: Any, on_hit: Callable[..., None] | None,
                    record_query: Callable[[str, str], None] | None,
-                   clock: Callable[[], float] | None = None) -> Pipeline:
+                   clock: Callable[[], float] | None = None,
+                   hunt: Observer | None = None) -> Pipeline:
     """The chain for `cfg`, from the parts the daemon built (each owned elsewhere)."""
     stages: list[Stage] = []
     # 1. Access control first: outsiders learn nothing and cost nothing; their REFUSED is
@@ -162,5 +163,7 @@ def build_pipeline(cfg: Any, *, access: Any, refusals: Any, ratelimiter: Any, ca
         observers.append(hits_observer(on_hit))
     if record_query is not None:
         observers.append(history_observer(record_query))
+    if hunt is not None:             # one deque append; the signals run in their own thread
+        observers.append(hunt)
     return Pipeline(stages, upstream, observers,
                     allowed=None if access.allows_everything else access.allowed, clock=clock)

@@ -60,7 +60,7 @@ class Cursor:
         try:
             if size > limit:
                 raise ListLoadError(path, f"larger than {_size(limit)}")
-            cursor._fill(CHUNK)
+            cursor._fill(max(CHUNK, BINARY_SNIFF))
             if "\x00" in cursor.buf[:BINARY_SNIFF]:
                 raise ListLoadError(path, "binary file (a NUL byte in its first 8 KiB)")
         except BaseException:
