@@ -5,7 +5,7 @@ A 1M-indicator bundle does not fit in 64 MiB (an MVT-style indicator with its `i
 relationship is ~1 KB pretty-printed, ~330 B compact without one), so the STIX cases are the
 largest bundles under the cap, in both shapes; `--stix-uncapped N` adds an N-indicator bundle
 parsed with the cap lifted, for the per-indicator rate at scale. Each case runs in a fresh
-interpreter so its peak RSS (getrusage) is its own; "RSS growth" is the peak minus the RSS
+interpreter so its peak RSS (VmHWM) is its own; "RSS growth" is the peak minus the RSS
 after imports (and after the public suffix list is loaded, a one-off shown apart), and
 "retained" the RSS still held with the parsed list alive. `--json-loads` adds, for the same
 bundle, what a plain `json.loads` would have peaked at (why the reader streams).
@@ -111,18 +111,34 @@ def fit(shape: str, tmp: Path, *, mvt: bool) -> tuple[Path, int]:
 
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 def rss_kib():
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * 4
 def peak_kib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # VmHWM, not getrusage's ru_maxrss: on Linux a child's ru_maxrss starts at the parent's
+    # RSS at fork time; VmHWM belongs to the new address space exec gave us.
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
 mode, path, fmt, extra = sys.argv[1], sys.argv[2], sys.argv[3], json.loads(sys.argv[4])
 from sinkhole.lists.formats import load_feed
 from sinkhole.lists.names import validate_name
 base0 = rss_kib()
 validate_name("warm.example")  # loads the public suffix list once
 base = rss_kib()
+# A thread standing in for the event loop: the longest it waits for the GIL is the worst
+# delay a query would see while this parse runs beside it.
+import threading
+worst, done = [0.0], threading.Event()
+def ticker():
+    last = time.perf_counter()
+    while not done.is_set():
+        time.sleep(0.001)
+        now = time.perf_counter()
+        worst[0] = max(worst[0], now - last - 0.001)
+        last = now
+tick = threading.Thread(target=ticker)
+tick.start()
 start, cpu = time.perf_counter(), time.process_time()
 if mode == "json.loads":
     with open(path, "rb") as f:
@@ -132,7 +148,10 @@ else:
     parsed = load_feed(path, fmt, **extra)
     result = {"names": len(parsed.block), "unsupported": parsed.unsupported,
               "errors": parsed.error_count, "records": parsed.lines or len(parsed.block)}
+done.set()
+tick.join()
 result.update(seconds=time.perf_counter() - start, cpu=time.process_time() - cpu,
+              stall_ms=worst[0] * 1000,
               psl_kib=base - base0, growth_kib=peak_kib() - base, retained_kib=rss_kib() - base)
 print(json.dumps(result))
 """
@@ -155,7 +174,7 @@ def report(label: str, path: Path, result: dict) -> None:
     print(f"{label}: {size:.1f} MiB file, {result['seconds']:.2f} s wall, {result['cpu']:.2f} s "
           f"CPU ({result['cpu'] / per * 1e6:.2f} µs/record), RSS growth "
           f"{result['growth_kib'] / 1024:.0f} MiB, retained {result['retained_kib'] / 1024:.0f} "
-          f"MiB; {counts}")
+          f"MiB, longest GIL wait of a 1 ms ticker {result['stall_ms']:.1f} ms; {counts}")
 
 
 def main() -> None:

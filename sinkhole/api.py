@@ -1,8 +1,8 @@
-"""The HTTP side: /healthz, /readyz, /metrics, and the JSON admin API under /api/v1/."""
+"""The HTTP side: /healthz, /readyz, /metrics, the JSON admin API under /api/v1/, and the
+security console under /ui/ (sinkhole.ui; `/` redirects there)."""
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import time
@@ -14,7 +14,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from sinkhole.config.loader import parse_duration
-from sinkhole.store.queries import open_reader, query_clients, query_history, query_hits
+from sinkhole.store.browse import HIT_KINDS, search_hits
+from sinkhole.store.findings import STATES
+from sinkhole.store.queries import query_clients, query_history
+from sinkhole.ui import build_console
+from sinkhole.ui.sources import findings as load_findings
+from sinkhole.ui.sources import read_store
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,18 @@ class Admin:
     lists: Callable[[], list[dict[str, Any]]]
     serving: Callable[[], bool]
     ready: Callable[[], bool]
+    # For the console (each optional, so an Admin without them still serves the API; the
+    # console then shows less, as its pages say):
+    # write the history counts still in the writer's memory (timeline, retro-hunt page);
+    flush_history: Callable[[], Awaitable[Any]] | None = None
+    # the live Policy (check a name, the listed names on a timeline, retro-hunt a list);
+    policy: Callable[[], Any] | None = None
+    # the Config: where a rule is written (list specs) and where the hunting db is;
+    config: Any = None
+    # the name a client has now (DHCP leases, static map), for devices without hits;
+    client_name: Callable[[str], str | None] | None = None
+    # wake the alert sender after a resend, so it does not wait for its next poll.
+    wake_alerts: Callable[[], None] | None = None
 
 
 ADMIN_KEY: web.AppKey[Admin] = web.AppKey("admin", Admin)
@@ -41,6 +58,9 @@ def build_app(admin: Admin, token: str | None = None) -> web.Application:
     /metrics and the health checks stay open (Prometheus and probes need no secret)."""
     app = web.Application(middlewares=[_auth(token)] if token else [])
     app[ADMIN_KEY] = admin
+    app.router.add_get("/", to_console)
+    app.router.add_get("/ui", to_console)
+    app.add_subapp("/ui/", build_console(admin, token))
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
@@ -49,7 +69,12 @@ def build_app(admin: Admin, token: str | None = None) -> web.Application:
     app.router.add_get("/api/v1/hits", hits)
     app.router.add_get("/api/v1/clients", clients)
     app.router.add_get("/api/v1/history", history)
+    app.router.add_get("/api/v1/findings", findings)
     return app
+
+
+async def to_console(request: web.Request) -> web.Response:
+    raise web.HTTPFound("/ui/")
 
 
 class BadRequest(web.HTTPBadRequest):
@@ -79,16 +104,11 @@ def _since(q: Any) -> float | None:
 
 async def _read(request: web.Request, fn: Any, **kw: Any) -> web.Response:
     """Run a store query on its own read-only connection in a thread (never on the loop)."""
-    path = request.app[ADMIN_KEY].db_path
+    rows = await read_store(request.app[ADMIN_KEY].db_path, fn, **kw)
+    return _items(rows)
 
-    def run() -> Any:
-        conn = open_reader(path)
-        try:
-            return fn(conn, **kw)
-        finally:
-            conn.close()
 
-    rows = await asyncio.to_thread(run)
+def _items(rows: list[Any]) -> web.Response:
     return web.json_response({"items": rows, "count": len(rows)}, dumps=_dumps)
 
 
@@ -97,12 +117,32 @@ def _dumps(obj: Any) -> str:
 
 
 async def hits(request: web.Request) -> web.Response:
-    """GET /api/v1/hits?since=1h&client=IP|NAME&list=NAME&qname=NAME&limit=100&offset=0"""
+    """GET /api/v1/hits?since=1h&until=UNIX&client=IP|NAME&list=NAME&qname=NAME&kind=KIND
+    &limit=100&offset=0 (the same search as the console's hits page)."""
     q = request.query
     limit, offset = _paging(q)
-    return await _read(request, query_hits, since=_since(q), client=q.get("client"),
-                       list_name=q.get("list"), qname=q.get("qname"), limit=limit,
-                       offset=offset)
+    kind = q.get("kind")
+    if kind is not None and kind not in HIT_KINDS:
+        raise BadRequest(f"kind must be one of {', '.join(HIT_KINDS)}")
+    try:
+        until = float(q["until"]) if "until" in q else None
+    except ValueError:
+        raise BadRequest("until must be a Unix time") from None
+    return await _read(request, search_hits, since=_since(q), until=until,
+                       client=q.get("client"), list_name=q.get("list"), qname=q.get("qname"),
+                       kind=kind, limit=limit, offset=offset)
+
+
+async def findings(request: web.Request) -> web.Response:
+    """GET /api/v1/findings?state=open|reopened|investigating|cleared&client=IP: a device's
+    hits per list and suspicions per domain, each with its triage state, note and mark time
+    (state may repeat; without it, every finding)."""
+    states = request.query.getall("state", [])
+    if any(s not in STATES for s in states):
+        raise BadRequest(f"state must be one of {', '.join(STATES)}")
+    rows = await load_findings(request.app[ADMIN_KEY], states=states or None,
+                               client_ip=request.query.get("client") or None)
+    return _items(rows)
 
 
 async def clients(request: web.Request) -> web.Response:

@@ -56,8 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "entries, last success, last error, next refresh. Asks "
                                      "the running daemon; without one, reads the files.")
     lst.add_argument("--json", action="store_true", help="a JSON array of objects")
-    from sinkhole import cli_data
+    from sinkhole import cli_data, cli_import
     cli_data.add_parsers(sub, common)
+    cli_import.add_parser(sub, common)
     sub.add_parser("test-alert", parents=[common], help="send a test alert through every sink",
                    description="Send a test alert through every configured sink and report "
                                "each result. Exit 1 if any sink failed, 2 if none is "
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for line in err.errors:
             print(f"  {line}", file=sys.stderr)
         return EXIT_USAGE
-    from sinkhole import cli_data, cli_lists
+    from sinkhole import cli_data, cli_import, cli_lists
     from sinkhole.alerts.cli import cmd_test_alert
 
     handler = {"run": cmd_run, "check-config": cmd_check_config, "check": cli_lists.cmd_check,
@@ -84,6 +85,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                "reload": lambda c, _a: cli_lists.reload_daemon(c),
                "hits": cli_data.cmd_hits, "clients": cli_data.cmd_clients,
                "retrohunt": cli_data.cmd_retrohunt, "suspicions": cli_data.cmd_suspicions,
+               "import": cli_import.cmd_import,
                "test-alert": cmd_test_alert}[args.command]
     try:
         return handler(config, args)

@@ -254,7 +254,8 @@ def _load_spec(spec: object, fetcher: object) -> object:
             return None
         path = str(fetcher.good_path(spec))     # type: ignore[attr-defined]
     return load_feed(path, getattr(spec, "format", "auto"), column=getattr(spec, "column", ""),
-                     to_ids_only=getattr(spec, "to_ids_only", True))
+                     to_ids_only=getattr(spec, "to_ids_only", True),
+                     max_bytes=max(getattr(spec, "max_size", 0), 64 << 20))
 
 
 def _api_url(config: Config, path: str) -> str | None:

@@ -8,7 +8,8 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 
 # Debian packages the tests drive as real peers or tools.
-DEB_PACKAGES=(dnsutils git systemd prometheus prometheus-alertmanager dnsperf knot unbound)
+DEB_PACKAGES=(dnsutils git systemd prometheus prometheus-alertmanager dnsperf knot unbound
+              chromium chromium-driver)
 
 missing=()
 for pkg in "${DEB_PACKAGES[@]}"; do

@@ -8,6 +8,7 @@ Pure functions over files: no daemon needed (the end-to-end feed tests live else
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
@@ -388,6 +389,36 @@ def test_non_utf8_value_is_an_error_not_a_lost_feed(tmp_path):
     assert parsed.block == {"fine.example"}
     assert [e.reason for e in parsed.errors] == [
         "indicator--00000001: invalid UTF-8 (or U+FFFD)"]
+
+
+@pytest.mark.parametrize("source, fmt, extra", [
+    (STIX, "stix2", {}), (EVENT1, "misp", {}), (THREATFOX, "csv", {"column": "ioc_value"})])
+def test_mutated_feeds_raise_only_load_errors(tmp_path, source, fmt, extra):
+    """Byte flips, cuts, stray brackets, quotes, NULs: a result or a ListLoadError that says
+    what is wrong, never another exception (nor the reader's catch-all for one)."""
+    rng = random.Random(fmt)
+    original = source.read_bytes()
+    tokens = [b"{", b"[", b"]", b"}", b'"', b"\\", b"\x00", b"\xff", b"1e999", b",", b"null",
+              b"'", b" OR ", b"\r", b"#"]
+    path = tmp_path / "mutant"
+    for _ in range(150):
+        data = bytearray(original)
+        for _ in range(rng.randint(1, 6)):
+            i = rng.randrange(len(data))
+            roll = rng.random()
+            if roll < 0.4:
+                data[i] = rng.randrange(256)
+            elif roll < 0.6:
+                del data[i:i + rng.randint(1, 50)]
+            else:
+                data[i:i] = rng.choice(tokens)
+        path.write_bytes(bytes(data))
+        for mode in (fmt, "auto"):
+            try:
+                load_feed(path, mode, now=NOW, **extra)
+                find_feed_rule(path, mode, "backuprabbit.com", now=NOW, **extra)
+            except ListLoadError as err:
+                assert "reader failed" not in err.reason
 
 
 def test_size_cap_and_csv_binary(tmp_path):

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import gzip
 import ipaddress
-import math
+import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -105,8 +105,23 @@ def open_log(path: str | Path) -> IO[bytes]:
         raise LogFormatError(f"{path}: is an SQLite database, not a text log "
                              f"(Pi-hole's pihole-FTL.db is --format pihole)")
     if head.startswith(b"\x1f\x8b"):
-        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
+        return _GzipLog(f)
     return f
+
+
+class _GzipLog(gzip.GzipFile):
+    """A gzip stream that also closes the file under it (GzipFile leaves a given file open).
+    Reads through the already-open file, so a FIFO's first bytes (peeked) are not lost."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        super().__init__(fileobj=raw, mode="rb")
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._raw.close()
 
 
 def parse_lines(f: IO[bytes], parse: Callable[[bytes], Observation | None], stats: ImportStats,
@@ -119,6 +134,9 @@ def parse_lines(f: IO[bytes], parse: Callable[[bytes], Observation | None], stat
         while True:
             try:
                 line = readline(MAX_LINE + 1)
+                too_long = len(line) > MAX_LINE and not line.endswith(b"\n")
+                if too_long:
+                    pass
             except (OSError, EOFError) as err:   # a truncated .gz, an I/O error: stop, say so
                 stats.lines += 1
                 stats.error(lineno + 1, f"read failed: {err}")
@@ -127,8 +145,7 @@ def parse_lines(f: IO[bytes], parse: Callable[[bytes], Observation | None], stat
                 break
             lineno += 1
             stats.lines += 1
-            if len(line) > MAX_LINE and not line.endswith(b"\n"):
-                _read_through(readline)
+            if too_long:
                 stats.error(lineno, f"line longer than {MAX_LINE} bytes")
             else:
                 obs = parse_one(parse, line.rstrip(b"\r\n"), lineno, stats)
@@ -153,8 +170,9 @@ def parse_one(parse: Callable[[Any], Observation | None], item: Any, where: int,
     try:
         obs = parse(item)
     except _PARSE_ERRORS as err:
+        # a BadLine's reason quotes input with repr(); other errors' text may hold raw bytes
         stats.error(where, str(err) if isinstance(err, BadLine) else
-                    f"unparseable ({type(err).__name__}: {str(err)[:80]})")
+                    f"unparseable ({type(err).__name__})")
         return None
     if obs is None:
         stats.skipped += 1
@@ -214,7 +232,12 @@ def unescape_ddd(text: str) -> str:
     """DNS presentation escapes (\\DDD, what sinkhole's logs write) back to the bytes."""
     if "\\" not in text:
         return text
-    return _DDD_ESCAPE.sub(lambda m: chr(min(int(m.group(1)), 255)), text)
+    return _DDD_ESCAPE.sub(_ddd_char, text)
+
+
+def _ddd_char(m: re.Match[str]) -> str:
+    code = int(m.group(1))
+    return chr(code) if code < 256 else m.group(0)
 
 
 def qtype_label(qtype: int) -> str:
@@ -269,12 +292,13 @@ def _iso_time(text: str) -> float:
     except ValueError:
         raise BadLine(f"bad time {text[:40]!r}") from None
     if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=timezone.utc)
+        stamp = stamp.replace(tzinfo=UTC)
     return stamp.timestamp()
 
 
 def check_time(when: float) -> float:
-    if not (0.0 < when < MAX_TIME) or math.isnan(when):
+    """A plausible Unix time, or BadLine (NaN fails the comparison too)."""
+    if not 0.0 < when < MAX_TIME:
         raise BadLine(f"time {when!r} out of range")
     return when
 
@@ -287,10 +311,12 @@ class ClientCache:
         self._seen: dict[str, str] = {}
 
     def __call__(self, text: Any) -> str:
+        if not isinstance(text, str):
+            raise BadLine("no client address")
         seen = self._seen.get(text)
         if seen is not None:
             return seen
-        if not isinstance(text, str) or len(text) > 64:
+        if len(text) > 64:
             raise BadLine("bad client address")
         try:
             canonical = str(ipaddress.ip_address(text))
@@ -307,3 +333,18 @@ def norm_client_name(value: Any) -> str | None:
     if not isinstance(value, str) or not value:
         return None
     return value[:MAX_NAME]
+
+
+def load_json(raw: bytes) -> dict[str, Any]:
+    """One JSON object from a line; bytes that are not UTF-8 survive as surrogates (and
+    become their own bytes again in `wire_text`) instead of failing the line."""
+    try:
+        try:
+            obj = json.loads(raw)
+        except UnicodeDecodeError:
+            obj = json.loads(raw.decode("utf-8", "surrogateescape"))
+    except json.JSONDecodeError as err:
+        raise BadLine(f"bad JSON: {err.msg} at column {err.colno}") from None
+    if not isinstance(obj, dict):
+        raise BadLine("JSON line is not an object")
+    return obj

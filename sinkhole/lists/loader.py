@@ -62,7 +62,7 @@ def _skipped(path: Path) -> bool:
     return name.startswith(".") or name.upper().startswith("README") or name.endswith(".md")
 
 
-def _lines(path: Path) -> Iterator[str]:
+def read_lines(path: Path) -> Iterator[str]:
     """Decoded lines, each at most MAX_LINE + 1 characters: a longer line is cut there (the
     parser reports it) and the rest of it is read and dropped, never held in memory."""
     try:
@@ -96,7 +96,7 @@ def load_path(path: str | Path) -> ParsedList:
     files = list_files(path)
     out = ParsedList(source=str(path))
     for file in files:
-        parse_lines(_lines(file), str(file), into=out)
+        parse_lines(read_lines(file), str(file), into=out)
     return out
 
 
@@ -109,7 +109,7 @@ def find_rule(path: str | Path, name: str) -> list[tuple[str, int, str]]:
     covering = set(suffixes) | {"*." + s for s in suffixes[1:]}
     found = []
     for file in list_files(path):
-        for lineno, text, (_, key, _) in iter_rules(_lines(file), str(file)):
+        for lineno, text, (_, key, _) in iter_rules(read_lines(file), str(file)):
             if key in covering:
                 found.append((str(file), lineno, text[:MAX_TEXT]))
     return found

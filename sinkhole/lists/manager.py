@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 # A feed that listed at least this many rules and now lists none is taken for a broken
 # download (an emptied export, a login page), not for "every threat is gone".
 EMPTY_FEED_GUARD = 10
+# JSON feeds are parsed up to max(the list's max_size, this): a list file on disk has no
+# max_size of its own, and the shipped default (64 MiB) is what the formats assume.
+FEED_PARSE_MIN = 64 << 20
 
 
 @dataclass
@@ -118,7 +121,8 @@ class ListManager:
         try:
             parsed = load_feed(path, getattr(spec, "format", "auto"),
                                column=getattr(spec, "column", ""),
-                               to_ids_only=getattr(spec, "to_ids_only", True))
+                               to_ids_only=getattr(spec, "to_ids_only", True),
+                               max_bytes=max(getattr(spec, "max_size", 0), FEED_PARSE_MIN))
         except (ListError, OSError) as err:
             report.error = str(err)
             parsed = self._good.get(key) or ParsedList(source=path)
@@ -137,7 +141,8 @@ class ListManager:
                     self._new_sigs[key] = sig
                 report.parse_errors = parsed.error_count
                 report.unsupported = parsed.unsupported
-                report.first_errors = [f"{e.source}:{e.line}: {e.reason}"
+                report.first_errors = [f"{e.source}:{e.line}: {e.reason}" if e.line
+                                       else f"{e.source}: {e.reason}"
                                        for e in parsed.errors[:5]]
         report.entries = _entries(parsed, kind)
         report.seconds = round(time.perf_counter() - start, 4)

@@ -87,6 +87,22 @@ MIGRATIONS: Sequence[Sequence[str]] = (
     (
         "ALTER TABLE hits ADD COLUMN count INTEGER NOT NULL DEFAULT 1",
     ),
+    # v5: triage marks from the console, append-only (a finding's notes are its case file);
+    # the state shown is derived at read time, so the hit path never writes here.  A finding is
+    # a device's hits of one list (kind 'hit', key = list) or its suspicion of one domain
+    # (kind 'suspicion', key = domain).  The console reads a device's hit names from the
+    # (client_ip, time) index and its outbox summary from (state, sink) without the tables.
+    (
+        """CREATE TABLE triage (
+            id INTEGER PRIMARY KEY,
+            client_ip TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            key TEXT NOT NULL,
+            state TEXT NOT NULL,
+            note TEXT NOT NULL DEFAULT '',
+            at REAL NOT NULL)""",
+        "CREATE INDEX triage_finding ON triage(client_ip, kind, key, id)",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")

@@ -16,7 +16,7 @@ from collections import deque
 from pathlib import Path
 
 from sinkhole.lists.formats.collect import Sink
-from sinkhole.lists.loader import ListLoadError, _lines
+from sinkhole.lists.loader import ListLoadError, read_lines
 from sinkhole.lists.parse import MAX_LINE
 
 _HASH = re.compile(r"[0-9a-fA-F]{32}(?:[0-9a-fA-F]{8}|[0-9a-fA-F]{32}|[0-9a-fA-F]{96})?")
@@ -51,7 +51,7 @@ def read(path: Path, sink: Sink, *, column: str | int) -> None:
     comments: deque[str] = deque(maxlen=HEADER_SEARCH)
     index: int | None = None
     header = ""  # the column's header text, lower case, when the header names it
-    for lineno, raw in enumerate(_lines(path), 1):
+    for lineno, raw in enumerate(read_lines(path), 1):
         line = raw.strip()
         if not line:
             continue

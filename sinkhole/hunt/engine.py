@@ -1,0 +1,450 @@
+"""The Hunter: observations in, suspicions out — the signals of issue 14 over one bounded state.
+
+One thread feeds it (not thread-safe); the CLI and the API read hunt.db through
+`read_suspicions` with their own connection. The path of an observation, cheapest first:
+
+1. its name's (registrable domain, kind), cached per name; reverse/local names stop here;
+2. the device's recent queries (context for the evidence);
+3. allowlisted names only feed sequence rules (Triangulation starts with Apple names);
+4. the newly-seen/rare memory records the ask; nothing more during the learning period;
+5. only a newly seen or rare domain goes further: newly_seen, DGA bursts, the per-pair
+   beacon/tunnel/TXT/entropy signals and the `newly_seen` steps of sequences.
+
+Every dict keyed by a client or a domain has a cap (see the constants), and all of it is
+written in one transaction per flush, not per observation.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sqlite3
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from itertools import islice
+from typing import Any
+
+from sinkhole.config.loader import format_duration
+from sinkhole.events import Observation
+from sinkhole.hunt import signals as sig
+from sinkhole.hunt import state
+from sinkhole.hunt.domains import ALLOWED, SKIP, TRACK, classify, quiet_set
+from sinkhole.hunt.model import Case, Suspicion
+from sinkhole.hunt.seen import BECAME_COMMON, Dom, DomainMemory
+from sinkhole.hunt.sequences import Link, Matcher, describe, load_rules
+
+log = logging.getLogger(__name__)
+
+NEW_FOR = 86400.0        # a domain is "newly seen" for a day after its first sighting
+CONTEXT = 8              # queries of a device kept as the context of a new suspicion
+NAME_CACHE = 65_536      # qname -> (domain, kind)
+DEVICE_CAP = 50_000      # devices with context and sequence state
+PAIR_CAP = 20_000        # (device, newly seen or rare domain) pairs with signal state
+CASE_CAP = 20_000        # open suspicions in memory (the table keeps more)
+SUSPICIONS_MAX = 100_000  # rows in the suspicions table
+FLUSH_EVERY = 20_000     # observations per batch ...
+FLUSH_SPAN = 3600.0      # ... or this much observation time (imports run faster) ...
+FLUSH_WALL = 5.0         # ... or this much wall time, whichever comes first
+
+_NEWLY = ("newly_seen", "rare")
+
+
+class Device:
+    """What the hunter keeps per device: recent queries, sequence progress, DGA burst."""
+
+    __slots__ = ("recent", "seq", "burst")
+
+    def __init__(self) -> None:
+        self.recent: deque[tuple[float, str, str]] = deque(maxlen=CONTEXT)
+        self.seq: dict[int, Any] = {}
+        self.burst: sig.Burst | None = None
+
+
+class Hunter:
+    """Signals over observations (see the module docstring); state in its own SQLite file."""
+
+    def __init__(self, cfg_hunt: Any, db_path: str, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._cfg = cfg_hunt
+        self._clock = clock
+        self._quiet = quiet_set(cfg_hunt.ignore)
+        self._matcher = Matcher(load_rules(cfg_hunt.shipped_sequences,
+                                           cfg_hunt.sequences_file))
+        self._seq_domains = self._matcher.by_domain
+        self._conn = state.open_db(db_path)
+        self._seen = DomainMemory(self._conn, max_domains=cfg_hunt.max_domains,
+                                  rare_window=cfg_hunt.rare_window,
+                                  rare_devices=cfg_hunt.rare_devices)
+        start = state.get_meta(self._conn, "start")
+        self._start: float | None = float(start) if start is not None else None
+        self._learn_until = (self._start + cfg_hunt.learning) if start is not None else math.inf
+        self._names: dict[str, tuple[str, int]] = {}
+        self._devices: dict[str, Device] = {}
+        self._pairs: dict[tuple[str, str], sig.Pair] = {}
+        self._cases: dict[tuple[str, str], Case] = {}
+        self._by_domain: dict[str, set[str]] = {}
+        self._dirty_pairs: set[tuple[str, str]] = set()
+        self._dirty_cases: set[tuple[str, str]] = set()
+        self._deleted: set[tuple[str, str]] = set()
+        self._meta_dirty = False
+        self._failing = False
+        self._load()
+        self._n = 0
+        self._flush_t = math.inf
+        self._flush_wall = clock() + FLUSH_WALL
+
+    # --- the hot path -------------------------------------------------------------------
+
+    def observe(self, obs: Observation) -> list[Suspicion]:
+        """Feed one answered query (in time order per source); the suspicions it created or
+        whose score rose."""
+        t = obs.time
+        self._n += 1
+        if self._n >= FLUSH_EVERY or t >= self._flush_t or (
+                not self._n & 63 and self._clock() >= self._flush_wall):
+            self.flush()
+        qname = obs.qname
+        info = self._names.get(qname)
+        if info is None:
+            info = self._classify(qname)
+        domain, kind = info
+        if kind == SKIP:
+            return []
+        if self._start is None:
+            self._begin(t)
+        if self._flush_t == math.inf:
+            self._flush_t = t + FLUSH_SPAN
+        ip = obs.client_ip
+        dev = self._devices.get(ip)
+        if dev is None:
+            dev = self._device(ip)
+        dev.recent.append((t, qname, obs.qtype))
+        learning = t < self._learn_until
+        raised: list[Case] = []
+        if kind == ALLOWED:
+            if domain in self._seq_domains and not learning:
+                self._sequence(obs, dev, domain, False, False, raised)
+            return self._report(raised)
+        dom, created = self._seen.lookup(domain, t)
+        change = self._seen.touch(domain, dom, ip, t)
+        if change and not learning:
+            self._rarity_changed(domain, dom, change)
+        if learning:
+            return []
+        if dom.devs is not None:
+            self._hunt(obs, dev, domain, kind, dom, created, raised)
+        elif domain in self._seq_domains:
+            self._sequence(obs, dev, domain, False, True, raised)
+        if domain in self._by_domain:
+            self._add_evidence(ip, domain, obs)
+        return self._report(raised)
+
+    def _hunt(self, obs: Observation, dev: Device, domain: str, kind: int, dom: Dom,
+              created: bool, raised: list[Case]) -> None:
+        """The signals of a newly seen or rare domain."""
+        t, ip, qname = obs.time, obs.client_ip, obs.qname
+        fresh = (kind == TRACK and obs.rcode != 3 and dom.first >= self._learn_until
+                 and t - dom.first < NEW_FOR)
+        if fresh:
+            case = self._case(ip, domain, obs, dev)
+            if "newly_seen" not in case.signals:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(dom.first))
+                self._raise(case, "newly_seen", f"first seen on this network {when} UTC",
+                            dom, raised)
+        if created and kind == TRACK:
+            self._dga(obs, dev, domain, raised)
+        key = (ip, domain)
+        pair = self._pair(key)
+        reason = pair.beacon(t)
+        if pair.dirty:
+            self._dirty_pairs.add(key)
+        if reason:
+            self._raise(self._case(ip, domain, obs, dev), "beacon", reason, dom, raised)
+        sub = qname[:len(qname) - len(domain) - 1] if len(qname) > len(domain) else ""
+        if sub:
+            reason = pair.tunnel(t, qname, len(sub))
+            if reason:
+                self._raise(self._case(ip, domain, obs, dev), "tunnel", reason, dom, raised)
+            case = self._cases.get(key)
+            if case is None or "entropy" not in case.signals:
+                reason = sig.entropy_reason(qname, sub)
+                if reason:
+                    self._raise(self._case(ip, domain, obs, dev), "entropy", reason, dom,
+                                raised)
+        if sig.is_odd_type(obs.qtype):
+            reason = pair.txt_null(t, qname, obs.qtype)
+            if reason:
+                self._raise(self._case(ip, domain, obs, dev), "txt_null", reason, dom, raised)
+        if (fresh and dev.seq) or domain in self._seq_domains:
+            self._sequence(obs, dev, domain, fresh, kind == TRACK, raised)
+
+    def _dga(self, obs: Observation, dev: Device, domain: str, raised: list[Case]) -> None:
+        """A never-seen domain that does not exist (or, rcode unknown, looks machine-made)."""
+        if obs.rcode != 3 and (obs.rcode is not None
+                               or not sig.random_label(domain.partition(".")[0])):
+            return
+        burst = dev.burst
+        if burst is None:
+            burst = dev.burst = sig.Burst()
+        reason = burst.add(obs.time, obs.qname)
+        if reason is None:
+            return
+        if burst.case is None:
+            burst.case = domain
+        case = self._case(obs.client_ip, burst.case, obs, dev)
+        self._raise(case, "dga", reason, None, raised)
+        if burst.case != domain:  # the burst's later names are evidence of its one suspicion
+            case.evidence.append((obs.time, obs.qname, obs.qtype))
+            case.count += 1
+            case.last_seen = obs.time
+
+    def _sequence(self, obs: Observation, dev: Device, domain: str, fresh: bool,
+                  suspect: bool, raised: list[Case]) -> None:
+        cands = self._matcher.candidates(domain, obs.qname, fresh)
+        if not cands:
+            return
+        link: Link = (obs.time, obs.qname, obs.qtype, domain, suspect)
+        for rule, chain in self._matcher.advance(dev.seq, cands, link):
+            reason = describe(rule, chain)
+            steps = [{"time": x[0], "qname": x[1], "qtype": x[2]} for x in chain]
+            for d in dict.fromkeys(x[3] for x in chain if x[4]):
+                case = self._case(obs.client_ip, d, obs, dev)
+                # The chain is the evidence; this query itself is added to its own domain's
+                # suspicion at the end of observe().
+                links = {x[:3] for x in chain if not (x is link and d == domain)}
+                merged = sorted(links.union(case.evidence))
+                case.evidence.clear()
+                case.evidence.extend(merged)
+                self._raise(case, f"sequence:{rule.name}", reason, None, raised,
+                            signal="sequence", rule=rule.name, score=rule.score, chain=steps)
+
+    # --- suspicions -----------------------------------------------------------------------
+
+    def _case(self, ip: str, domain: str, obs: Observation, dev: Device) -> Case:
+        """The open suspicion of (device, domain), re-opened from the table or created (its
+        evidence starts with the device's queries before this one)."""
+        key = (ip, domain)
+        case = self._cases.get(key)
+        if case is not None:
+            return case
+        if not self._complete:
+            case = state.get_case(self._conn, ip, domain)
+        if case is None:
+            case = Case(ip, obs.client_name, domain, obs.time, obs.time)
+            case.evidence.extend(islice(dev.recent, len(dev.recent) - 1))
+        self._hold(key, case)
+        return case
+
+    def _hold(self, key: tuple[str, str], case: Case) -> None:
+        self._cases[key] = case
+        self._by_domain.setdefault(key[1], set()).add(key[0])
+        self._dirty_cases.add(key)
+        self._deleted.discard(key)
+
+    def _raise(self, case: Case, key: str, reason: str, dom: Dom | None,
+               raised: list[Case], *, signal: str | None = None, **extra: Any) -> None:
+        case.set_signal(key, signal or key, reason, **extra)
+        if dom is not None and dom.devs is not None:
+            case.set_signal("rare", "rare", self._rare_reason(dom))
+        self._dirty_cases.add((case.client_ip, case.domain))
+        raised.append(case)
+
+    def _rare_reason(self, dom: Dom) -> str:
+        n = len(dom.devs or ())
+        return (f"asked by {n} device{'s' if n != 1 else ''} over the last "
+                f"{format_duration(self._cfg.rare_window)}")
+
+    def _rarity_changed(self, domain: str, dom: Dom, change: int) -> None:
+        """A new asker: the rare reason says so; one too many: newly_seen and rare go (a new
+        company-wide endpoint is rare only for its first minutes)."""
+        if change == BECAME_COMMON and not self._complete:
+            for case in state.cases_for_domains(self._conn, [domain]):
+                if (case.client_ip, domain) not in self._cases:
+                    self._hold((case.client_ip, domain), case)
+        for ip in list(self._by_domain.get(domain, ())):
+            key = (ip, domain)
+            case = self._cases[key]
+            if change != BECAME_COMMON:
+                if "rare" in case.signals:
+                    case.set_signal("rare", "rare", self._rare_reason(dom))
+                    self._dirty_cases.add(key)
+            elif case.drop_signals(_NEWLY):
+                if case.signals:
+                    self._dirty_cases.add(key)
+                else:
+                    self._forget(key)
+                    self._deleted.add(key)
+
+    def _add_evidence(self, ip: str, domain: str, obs: Observation) -> None:
+        case = self._cases.get((ip, domain))
+        if case is None:
+            return
+        case.count += 1
+        case.last_seen = obs.time
+        case.evidence.append((obs.time, obs.qname, obs.qtype))
+        if obs.client_name:
+            case.client_name = obs.client_name
+        self._dirty_cases.add((ip, domain))
+
+    def _report(self, raised: list[Case]) -> list[Suspicion]:
+        if not raised:
+            return []
+        out = []
+        for case in dict.fromkeys(raised):
+            snap = case.report()
+            if snap is not None:
+                out.append(snap)
+        return out
+
+    def _forget(self, key: tuple[str, str]) -> None:
+        self._cases.pop(key, None)
+        self._dirty_cases.discard(key)
+        ips = self._by_domain.get(key[1])
+        if ips is not None:
+            ips.discard(key[0])
+            if not ips:
+                del self._by_domain[key[1]]
+
+    # --- bounded state --------------------------------------------------------------------
+
+    def _classify(self, qname: str) -> tuple[str, int]:
+        if len(self._names) >= NAME_CACHE:
+            self._names.clear()
+        info = self._names[qname] = classify(qname, self._quiet)
+        return info
+
+    def _device(self, ip: str) -> Device:
+        if len(self._devices) >= DEVICE_CAP:
+            del self._devices[next(iter(self._devices))]
+        dev = self._devices[ip] = Device()
+        return dev
+
+    def _pair(self, key: tuple[str, str]) -> sig.Pair:
+        pair = self._pairs.pop(key, None)
+        if pair is None:
+            if len(self._pairs) >= PAIR_CAP:
+                del self._pairs[next(iter(self._pairs))]
+            pair = sig.Pair()
+        self._pairs[key] = pair  # re-inserted: the dict's order is least recently used first
+        return pair
+
+    def _begin(self, t: float) -> None:
+        """The first observation ever: the learning period runs from its timestamp (an
+        import's clock, not ours)."""
+        self._start = t
+        self._learn_until = t + self._cfg.learning
+        self._meta_dirty = True
+
+    def _load(self) -> None:
+        """Re-open the most recent suspicions and beacon rings after a restart."""
+        cases = state.recent_cases(self._conn, CASE_CAP)
+        for case in cases:
+            key = (case.client_ip, case.domain)
+            self._cases[key] = case
+            self._by_domain.setdefault(case.domain, set()).add(case.client_ip)
+        self._complete = len(cases) < CASE_CAP  # every row of the table is in memory
+        for ip, domain, times, regular_since in state.load_pairs(self._conn, PAIR_CAP):
+            self._pairs[(ip, domain)] = sig.Pair([float(x) for x in times.split()],
+                                                 regular_since)
+
+    # --- persistence ----------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Write everything pending in one transaction; on a database error keep it pending
+        (logged once per outage) and carry on hunting."""
+        self._n = 0
+        self._flush_t = math.inf
+        self._flush_wall = self._clock() + FLUSH_WALL
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            if self._meta_dirty and self._start is not None:
+                state.put_meta(conn, "start", repr(self._start))
+            self._seen.write(conn)
+            state.put_pairs(conn, self._pair_rows())
+            state.trim_pairs(conn, PAIR_CAP)
+            state.put_cases(conn, (self._cases[k] for k in self._dirty_cases))
+            state.delete_cases(conn, self._deleted)
+            state.trim_cases(conn, SUSPICIONS_MAX)
+            conn.execute("COMMIT")
+        except sqlite3.Error as err:
+            if conn.in_transaction:
+                conn.rollback()
+            self._seen.rolled_back()
+            if not self._failing:
+                log.error("hunt: cannot write %s, hunting state stays in memory: %s",
+                          "hunt.db", err)
+            self._failing = True
+            return
+        if self._failing:
+            log.warning("hunt: writing hunting state again")
+        self._failing = False
+        self._meta_dirty = False
+        self._seen.committed()
+        for key in self._dirty_pairs:
+            pair = self._pairs.get(key)
+            if pair is not None:
+                pair.dirty = False
+        self._dirty_pairs.clear()
+        self._dirty_cases.clear()
+        self._deleted.clear()
+        self._shed_cases()
+
+    def _pair_rows(self) -> Iterable[tuple[str, str, float, str, Any]]:
+        for key in self._dirty_pairs:
+            pair = self._pairs.get(key)
+            if pair is not None and pair.times:
+                yield (key[0], key[1], pair.times[-1],
+                       " ".join(f"{x:.3f}" for x in pair.times), pair.regular_since)
+
+    def _shed_cases(self) -> None:
+        """Keep the open suspicions under CASE_CAP: the least recently active are closed
+        (they stay in the table; a later query re-opens them from there)."""
+        extra = len(self._cases) - CASE_CAP
+        if extra <= 0:
+            return
+        oldest = sorted(self._cases.items(), key=lambda kv: kv[1].last_seen)
+        for key, _ in oldest[:extra + CASE_CAP // 4]:
+            self._forget(key)
+        self._complete = False
+
+    def close(self) -> None:
+        self.flush()
+        self._conn.close()
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def suspicions(self, since: float | None = None, min_score: int = 0,
+                   limit: int = 1000) -> list[dict[str, Any]]:
+        """Rows as `read_suspicions` gives them, pending state written first."""
+        self.flush()
+        return state.query_suspicions(self._conn, since=since, min_score=min_score,
+                                      limit=limit)
+
+    def mark_listed(self, domain_names: Iterable[str], list_name: str) -> int:
+        """A list now names these domains: suspicions of them (or of the registrable domain
+        of a listed subdomain) record `listed_by` and become hits. Returns how many
+        suspicions were newly marked."""
+        self.flush()
+        suspected = {r[0] for r in self._conn.execute("SELECT DISTINCT domain FROM suspicions")}
+        hits = set()
+        for name in domain_names:
+            name = name.strip().lower().rstrip(".").removeprefix("*.")
+            while name:
+                if name in suspected:
+                    hits.add(name)
+                name = name.partition(".")[2]
+        marked = 0
+        for case in state.cases_for_domains(self._conn, hits):
+            key = (case.client_ip, case.domain)
+            case = self._cases.get(key) or case
+            if list_name in case.listed_by:
+                continue
+            case.listed_by.append(list_name)
+            case.set_signal(f"listed:{list_name}", "listed", f"named by list {list_name!r}",
+                            list=list_name)
+            self._hold(key, case)
+            marked += 1
+        self.flush()
+        return marked

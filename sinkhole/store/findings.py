@@ -1,0 +1,158 @@
+"""Findings and their triage: a device's hits of one list, or its suspicion of one domain,
+marked investigating or cleared (with a note and the time) by the security team.
+
+The state is derived when it is read, never written by the hit path: a finding without a mark
+is open; one cleared before its newest hit (the phone asked again: re-infected) is reopened.
+So the per-query code stays as it is, and a restore of an old backup cannot leave a stale
+"cleared" flag standing over newer hits.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sinkhole.config.schema import SEVERITIES
+
+from .events import storable
+from .schema import StoreError, connect
+
+KINDS = ("hit", "suspicion")
+MARKS = ("investigating", "cleared", "open")          # what a user may set
+STATES = ("open", "reopened", "investigating", "cleared")  # what a finding may show
+OPEN_STATES = frozenset({"open", "reopened", "investigating"})
+SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}  # info < warning < critical
+NOTE_MAX = 2000
+QNAMES_SHOWN = 5
+
+
+def record_mark(path: str, *, client_ip: str, kind: str, key: str, state: str, note: str,
+                at: float) -> int:
+    """Append one triage mark in its own short transaction; returns its id.
+
+    Not through the Store's queue: that queue is the hot path's, batched for throughput, and a
+    mark is one human action that must be on disk before the page that shows it is drawn."""
+    if kind not in KINDS or state not in MARKS:
+        raise ValueError(f"kind must be one of {KINDS} and state one of {MARKS}")
+    try:
+        conn = connect(path, busy_ms=2000)
+    except sqlite3.Error as err:
+        raise StoreError(f"cannot open {path}: {err}") from err
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        cur = conn.execute(
+            "INSERT INTO triage(client_ip, kind, key, state, note, at) VALUES (?, ?, ?, ?, ?, ?)",
+            (storable(client_ip), kind, storable(key), state, storable(note[:NOTE_MAX]), at))
+        conn.execute("COMMIT")
+        return int(cur.lastrowid or 0)
+    except sqlite3.Error as err:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise StoreError(f"cannot record the triage mark: {err}") from err
+    finally:
+        conn.close()
+
+
+def derive_state(mark: Mapping[str, Any] | None, last_seen: float) -> str:
+    """open | reopened | investigating | cleared, from the newest mark and the newest hit."""
+    if mark is None or mark["state"] == "open":
+        return "open"
+    if mark["state"] == "cleared" and last_seen > mark["at"]:
+        return "reopened"
+    return str(mark["state"])
+
+
+def latest_marks(conn: sqlite3.Connection, client_ip: str | None = None
+                 ) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """(client_ip, kind, key) -> the newest mark; the table is small (one row per click)."""
+    sql = ("SELECT client_ip, kind, key, state, note, at FROM triage WHERE id IN "
+           "(SELECT max(id) FROM triage {} GROUP BY client_ip, kind, key)")
+    args: tuple[Any, ...] = ()
+    if client_ip is not None:
+        sql, args = sql.format("WHERE client_ip = ?"), (client_ip,)
+    else:
+        sql = sql.format("")
+    return {(ip, kind, key): {"state": state, "note": note, "at": at}
+            for ip, kind, key, state, note, at in conn.execute(sql, args)}
+
+
+def mark_history(conn: sqlite3.Connection, client_ip: str) -> list[dict[str, Any]]:
+    """Every mark of one device, newest first: the case notes on the device page."""
+    rows = conn.execute("SELECT kind, key, state, note, at FROM triage WHERE client_ip = ? "
+                        "ORDER BY id DESC LIMIT 200", (client_ip,))
+    return [dict(zip(("kind", "key", "state", "note", "at"), r, strict=True)) for r in rows]
+
+
+def hit_findings(conn: sqlite3.Connection, client_ip: str | None = None) -> list[dict[str, Any]]:
+    """One finding per (device, list), from the sightings (one row per device and name, so
+    this reads thousands of rows, not the million hits)."""
+    sql = "SELECT client_ip, qname, client_name, list, first_seen, last_seen, count FROM sightings"
+    args: tuple[Any, ...] = ()
+    if client_ip is not None:
+        sql, args = sql + " WHERE client_ip = ?", (client_ip,)
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    for ip, qname, name, list_name, first, last, count in conn.execute(sql, args):
+        f = found.get((ip, list_name))
+        if f is None:
+            f = found[(ip, list_name)] = {
+                "client_ip": ip, "client_name": name, "kind": "hit", "key": list_name,
+                "first_seen": first, "last_seen": last, "count": 0, "qnames": [], "score": None,
+                "_newest": last}
+        if last >= f["_newest"]:
+            f["client_name"], f["_newest"] = name or f["client_name"], last
+        f["first_seen"] = min(f["first_seen"], first)
+        f["last_seen"] = max(f["last_seen"], last)
+        f["count"] += count
+        f["qnames"].append((last, qname))
+    severities = list_severities(conn, {k[1] for k in found})
+    for f in found.values():
+        del f["_newest"]
+        f["severity"] = severities.get(f["key"], "warning")
+        f["qnames"] = [q for _, q in sorted(f["qnames"], reverse=True)[:QNAMES_SHOWN]]
+    return list(found.values())
+
+
+def list_severities(conn: sqlite3.Connection, lists: Iterable[str]) -> dict[str, str]:
+    """The severity each list's newest hit carried (one index seek per list)."""
+    out = {}
+    for name in lists:
+        row = conn.execute("SELECT severity FROM hits WHERE list = ? ORDER BY time DESC LIMIT 1",
+                           (name,)).fetchone()
+        out[name] = (row[0] if row and row[0] in SEVERITY_RANK else "warning")
+    return out
+
+
+def suspicion_findings(suspicions: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Hunting's suspicions (rows of sinkhole.hunt.read_suspicions) as findings."""
+    return [{"client_ip": s["client_ip"], "client_name": s.get("client_name"),
+             "kind": "suspicion", "key": s["domain"], "first_seen": s["first_seen"],
+             "last_seen": s["last_seen"], "count": s.get("count", 0), "qnames": [s["domain"]],
+             "score": s.get("score"), "severity": "warning",
+             "signals": [sig.get("signal", "") for sig in s.get("signals") or ()]}
+            for s in suspicions]
+
+
+def query_findings(conn: sqlite3.Connection, *, suspicions: Iterable[Mapping[str, Any]] = (),
+                   client_ip: str | None = None, states: Iterable[str] | None = None
+                   ) -> list[dict[str, Any]]:
+    """Every finding with its derived state; `states` keeps only those (None: all).
+
+    Most urgent first: reopened, open, investigating, cleared; then severity, then newest."""
+    marks = latest_marks(conn, client_ip)
+    wanted = set(states) if states is not None else None
+    out = []
+    rows = hit_findings(conn, client_ip)
+    rows += [f for f in suspicion_findings(suspicions)
+             if client_ip is None or f["client_ip"] == client_ip]
+    for f in rows:
+        mark = marks.get((f["client_ip"], f["kind"], f["key"]))
+        f["state"] = derive_state(mark, f["last_seen"])
+        f["note"] = mark["note"] if mark else ""
+        f["marked_at"] = mark["at"] if mark else None
+        if wanted is None or f["state"] in wanted:
+            out.append(f)
+    order = {s: i for i, s in enumerate(STATES)}
+    out.sort(key=lambda f: (order[f["state"]], -SEVERITY_RANK.get(f["severity"], 1),
+                            -(f["score"] or 0), -f["last_seen"], f["client_ip"]))
+    return out

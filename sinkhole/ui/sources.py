@@ -1,0 +1,80 @@
+"""Where the console and the JSON API read from: the store (own read-only connection, in a
+thread), the hunting state beside it (optional), and the findings built from both.
+
+One place for these, so the API's `/api/v1/findings` and the console's triage page are the
+same function, and a page never reads SQLite on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from sinkhole.store.findings import query_findings
+from sinkhole.store.queries import open_reader
+
+log = logging.getLogger(__name__)
+
+SUSPICIONS_MAX = 1000
+
+
+def read_sync(path: str, fn: Callable[..., Any], **kw: Any) -> Any:
+    """Run ``fn(conn, **kw)`` on a fresh read-only connection (blocking)."""
+    conn = open_reader(path)
+    try:
+        return fn(conn, **kw)
+    finally:
+        conn.close()
+
+
+async def read_store(path: str, fn: Callable[..., Any], **kw: Any) -> Any:
+    """``read_sync`` in a worker thread: SQLite must never block the DNS loop."""
+    return await asyncio.to_thread(read_sync, path, fn, **kw)
+
+
+def hunt_path(admin: Any) -> str | None:
+    """The hunting database (beside the store, as `sinkhole suspicions` reads it)."""
+    if getattr(admin, "hunt_db", None):
+        return str(admin.hunt_db)
+    config = getattr(admin, "config", None)
+    if config is None:
+        return None
+    from sinkhole.cli_data import hunt_db
+    return hunt_db(config)
+
+
+def suspicions_sync(path: str | None, since: float | None = None,
+                    limit: int = SUSPICIONS_MAX) -> list[dict[str, Any]]:
+    """Hunting's suspicions, or [] while hunting is off, not yet run, or not installed: the
+    console works without it and shows suspicions as soon as the hunt database exists."""
+    if not path or not os.path.exists(path):
+        return []
+    try:
+        from sinkhole.hunt import read_suspicions
+    except ImportError:
+        return []
+    try:
+        return list(read_suspicions(path, since=since, min_score=0, limit=limit))
+    except Exception as err:   # a broken or busy hunt db must not take the console down
+        log.warning("cannot read suspicions from %s: %s", path, err)
+        return []
+
+
+async def suspicions(admin: Any, since: float | None = None) -> list[dict[str, Any]]:
+    return await asyncio.to_thread(suspicions_sync, hunt_path(admin), since)
+
+
+async def findings(admin: Any, *, states: Iterable[str] | None = None,
+                   client_ip: str | None = None) -> list[dict[str, Any]]:
+    """Every finding (hits per list, suspicions per domain) with its derived triage state."""
+    found = await suspicions(admin)
+    return await read_store(admin.db_path, query_findings, suspicions=found,
+                            client_ip=client_ip, states=states)
+
+
+def now() -> float:
+    return time.time()
