@@ -134,15 +134,19 @@ async def hits(request: web.Request) -> web.Response:
 
 
 async def findings(request: web.Request) -> web.Response:
-    """GET /api/v1/findings?state=open|reopened|investigating|cleared&client=IP: a device's
-    hits per list and suspicions per domain, each with its triage state, note and mark time
-    (state may repeat; without it, every finding)."""
+    """GET /api/v1/findings?state=open|reopened|investigating|cleared&client=IP&limit=&offset=:
+    devices' hits per list and suspicions per domain, each with its triage state, note and
+    mark time, most urgent first (state may repeat; without it, every finding). `total` is
+    the number of findings before paging."""
     states = request.query.getall("state", [])
     if any(s not in STATES for s in states):
         raise BadRequest(f"state must be one of {', '.join(STATES)}")
-    rows = await load_findings(request.app[ADMIN_KEY], states=states or None,
-                               client_ip=request.query.get("client") or None)
-    return _items(rows)
+    limit, offset = _paging(request.query)
+    found = await load_findings(request.app[ADMIN_KEY], states=states or None,
+                                client_ip=request.query.get("client") or None, limit=limit,
+                                offset=offset)
+    return web.json_response({"items": found["items"], "count": len(found["items"]),
+                              "total": found["total"]}, dumps=_dumps)
 
 
 async def clients(request: web.Request) -> web.Response:

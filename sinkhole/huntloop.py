@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sinkhole.events import Observation
-from sinkhole.metrics import QTYPES
+from sinkhole.importers.common import qtype_label
 from sinkhole.pipeline.answer import RESOLVED
 
 log = logging.getLogger(__name__)
@@ -111,8 +111,7 @@ class HuntLoop:
         queue, observe, names = self.queue, self.hunter.observe, self.names
         while queue:
             when, client, qname, qtype = queue.popleft()
-            obs = Observation(when, client, qname, QTYPES.get(qtype) or f"TYPE{qtype}",
-                              names(client))
+            obs = Observation(when, client, qname, qtype_label(qtype), names(client))
             try:
                 found = observe(obs)
             except Exception:   # one bad observation must not end hunting

@@ -9,6 +9,7 @@ SUDO=""
 
 # Debian packages the tests drive as real peers or tools.
 DEB_PACKAGES=(dnsutils git systemd prometheus prometheus-alertmanager dnsperf knot unbound
+              knot-dnsutils curl openssl
               chromium chromium-driver)
 
 missing=()

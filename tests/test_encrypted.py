@@ -349,7 +349,24 @@ class H2Client:
                                      (":path", f"/dns-query?dns={b64(wire)}")], end_stream=end)
         return sid
 
+    def post(self, wire: bytes) -> int:
+        sid = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(sid, [(":method", "POST"), (":scheme", "https"),
+                                     (":authority", NAME), (":path", "/dns-query"),
+                                     ("content-type", "application/dns-message"),
+                                     ("content-length", str(len(wire)))])
+        view = memoryview(wire)
+        while view:      # in frames, waiting for the server's WINDOW_UPDATEs as a client must
+            n = min(len(view), self.conn.max_outbound_frame_size)
+            self.pump(lambda n=n: self.conn.local_flow_control_window(sid) >= n)
+            self.conn.send_data(sid, view[:n].tobytes(), end_stream=n == len(view))
+            view = view[n:]
+            self.flush()
+        return sid
+
     def pump(self, until: Callable[[], bool], ack: bool = True) -> None:
+        """Read and handle frames until `until()`; a server that stays silent fails the test
+        (the socket's 10 s timeout)."""
         while not until():
             data = self.sock.recv(65536)
             assert data, "the server closed the connection"
@@ -381,6 +398,23 @@ def test_answer_held_back_by_a_tiny_flow_control_window_arrives_whole(enc: Enc) 
         c.pump(lambda: sid in c.ended)
         assert c.status[sid] == 200
         assert len(dns.message.from_wire(bytes(c.bodies[sid])).answer[0]) == 40
+    finally:
+        c.close()
+
+
+def test_request_bodies_past_the_connection_window_keep_flowing(enc: Enc) -> None:
+    """The daemon hands the client's window back as it reads: five 20 KB queries (EDNS
+    padding, RFC 7830) are more than HTTP/2's initial 64 KiB connection window."""
+    c = H2Client(enc)
+    try:
+        answered = []
+        for i in range(5):
+            q = dns.message.make_query(f"pad{i}.example", "A", use_edns=0, pad=20000)
+            sid = c.post(q.to_wire(max_size=65535))
+            c.flush()
+            c.pump(lambda sid=sid: sid in c.ended)
+            answered.append(c.status[sid])
+        assert answered == [200] * 5
     finally:
         c.close()
 

@@ -239,7 +239,8 @@ def test_every_page_shows_the_data(make_daemon, upstream, tmp_path) -> None:
 
     hits = b.get("/ui/hits?" + urlencode({"client": "bob-phone"})).body
     assert "c2.evil.test" in hits and "other-c2.test" in hits and "n1.evil.test" not in hits
-    assert "c2.evil.test" not in b.get("/ui/hits?kind=retro").body
+    assert "c2.evil.test" not in b.get("/ui/hits?kind=retro&client=bob-phone").body
+    assert "c2.evil.test" in b.get("/ui/hits?kind=query&client=bob-phone").body
     assert "c2.evil.test" in b.get("/ui/hits?" + urlencode({"qname": "c2.evil.test",
                                                             "since": "1h"})).body
     assert "c2.evil.test" not in b.get("/ui/hits?until=2001-01-01T00:00").body
@@ -271,10 +272,11 @@ def test_timeline_shows_the_queries_around_a_hit_at_once(make_daemon, upstream,
     d = start(make_daemon, upstream, tmp_path)
     d.query("before.example", source="127.0.0.2")
     d.query("evil.test", source="127.0.0.2")
-    d.query("after.example", source="127.0.0.2")
+    assert d.daemon.store.flush()                  # the hit (and the hour so far) on disk
+    d.query("after.example", source="127.0.0.2")   # only in the writer's memory now
     d.query("someone-else.example", source="127.0.0.3")
     b = logged_in(d)
-    hit = _wait_for_hit(d, "evil.test")
+    hit = api(d, "/api/v1/hits?qname=evil.test")["items"][0]
     body = b.get(f"/ui/devices/127.0.0.2/timeline?at={hit['time']}&qname=evil.test").body
     assert "before.example" in body and "after.example" in body
     assert "someone-else.example" not in body
@@ -340,16 +342,6 @@ def test_resend_delivers_an_alert_again(make_daemon, upstream, tmp_path) -> None
         rx.stop()
 
 
-def _wait_for_hit(d: DaemonThread, qname: str, timeout: float = 10.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        items = api(d, f"/api/v1/hits?qname={qname}")["items"]
-        if items:
-            return items[0]
-        assert time.monotonic() < deadline, f"no hit for {qname}"
-        d.daemon.store.flush(1.0)       # waits on the writer's commit, not on the clock
-
-
 def _wait_page(d: DaemonThread, b: Browser, path: str, text: str,
                timeout: float = 10.0) -> Page:
     """The outbox mark of a delivery is queued just after the send: wait on its commit."""
@@ -360,3 +352,33 @@ def _wait_page(d: DaemonThread, b: Browser, path: str, text: str,
             return page
         assert time.monotonic() < deadline, f"{text!r} never appeared on {path}"
         d.daemon.store.flush(1.0)
+
+
+def test_suspicions_show_once_the_hunting_db_exists(make_daemon, upstream, tmp_path) -> None:
+    """The console works without hunt.db, and shows what the real Hunter wrote once it is
+    there (the daemon's own hunting is off here, so the test decides when the file appears)."""
+    from sinkhole.config.schema import Hunt
+    from sinkhole.events import Observation
+    from sinkhole.hunt.engine import Hunter
+
+    d = start(make_daemon, upstream, tmp_path, hunt={"enabled": False})
+    b = logged_in(d)
+    assert "No device had a hit or a suspicion" in b.get("/ui/").body
+    path = str(Path(d.config.storage.path).parent / "hunt.db")
+    now = time.time()
+    hunter = Hunter(Hunt(learning=3600.0), path, clock=time.time)
+    hunter.observe(Observation(now - 7200, "127.0.0.9", "www.example.com", "A", rcode=0))
+    hunter.observe(Observation(now - 60, "127.0.0.9", "www.img-new.example",
+                               "A", rcode=0))
+    hunter.close()
+    overview = b.get("/ui/").body
+    assert "127.0.0.9" in overview and "img-new.example" in overview
+    device = b.get("/ui/devices/127.0.0.9").body
+    assert "newly_seen" in device and "img-new.example" in device
+    [f] = api(d, "/api/v1/findings")["items"]
+    assert (f["kind"], f["key"], f["state"]) == ("suspicion", "img-new.example", "open")
+    page = b.get("/ui/triage")
+    mark = {"csrf": page.csrf, "client_ip": "127.0.0.9", "kind": "suspicion",
+            "key": "img-new.example", "state": "investigating", "note": "asked the owner"}
+    assert b.post("/ui/triage", mark).status == 303
+    assert api(d, "/api/v1/findings?state=investigating")["items"][0]["note"] == "asked the owner"

@@ -150,28 +150,28 @@ REAL_APPS = (
 # when: "on" (device powered and on the network), "active" (user at it), "daily" (once a day).
 BACKGROUND = {
     "win": (
-        ("v10.events.data.microsoft.com", 900, 0.35, 300, "on"),
+        ("v10.events.data.microsoft.com", 1800, 0.35, 300, "on"),
         ("settings-win.data.microsoft.com", 3600, 0.10, 3600, "on"),
         ("slscr.update.microsoft.com", 4 * 3600, 0.25, 3600, "on"),
         ("fe3cr.delivery.mp.microsoft.com", 8 * 3600, 0.2, 3600, "on"),
         ("ctldl.windowsupdate.com", 86400, 0.0, 3600, "daily"),
         ("login.microsoftonline.com", 3600, 0.05, 3600, "on"),
         ("outlook.office365.com", 900, 0.2, 300, "active"),
-        ("wdcp.microsoft.com", 1800, 0.3, 300, "on"),
+        ("wdcp.microsoft.com", 3600, 0.3, 300, "on"),
         ("smartscreen.microsoft.com", 1200, 0.6, 300, "active"),
         ("arc.msn.com", 6 * 3600, 0.3, 3600, "on"),
         ("edge.microsoft.com", 3600, 0.3, 600, "active"),
         ("checkin.falcon-edr.io", 900, 0.005, 60, "on"),       # EDR agent: strict 15 min beat
         ("licensing.mp.microsoft.com", 12 * 3600, 0.1, 3600, "on"),
         ("time.windows.com", 86400, 0.0, 3600, "daily"),
-        ("client.wns.windows.com", 1800, 0.1, 300, "on"),
+        ("client.wns.windows.com", 3600, 0.1, 300, "on"),
     ),
     "mac": (
-        ("gateway.icloud.com", 1800, 0.4, 300, "on"),
+        ("gateway.icloud.com", 3600, 0.4, 300, "on"),
         ("xp.apple.com", 3600, 0.2, 600, "on"),
         ("mesu.apple.com", 86400, 0.0, 3600, "daily"),
         ("swscan.apple.com", 86400, 0.0, 3600, "daily"),
-        ("time.apple.com", 1800, 0.02, 600, "on"),
+        ("time.apple.com", 3600, 0.02, 600, "on"),
         ("ocsp2.apple.com", 1200, 0.5, 300, "active"),
         ("api.apple-cloudkit.com", 2400, 0.4, 300, "on"),
         ("configuration.apple.com", 6 * 3600, 0.2, 3600, "on"),
@@ -182,7 +182,7 @@ BACKGROUND = {
     ),
     "ios": (
         ("gateway.icloud.com", 2400, 0.4, 300, "on"),
-        ("gsp-ssl.ls.apple.com", 1800, 0.5, 300, "on"),
+        ("gsp-ssl.ls.apple.com", 3600, 0.5, 300, "on"),
         ("xp.apple.com", 3600, 0.3, 600, "on"),
         ("mesu.apple.com", 86400, 0.0, 3600, "daily"),
         ("keyvalueservice.icloud.com", 3600, 0.3, 600, "on"),
@@ -217,7 +217,7 @@ BACKGROUND = {
 
 # IoT vendors: (kind, registrable, hosts, period, jitter, unique). unique: one device only.
 IOT_VENDORS = (
-    ("camera", "hik-connect.com", ("litedev.hik-connect.com", "alarm.hik-connect.com"), 300, 0.01),
+    ("camera", "hik-connect.com", ("litedev.hik-connect.com", "alarm.hik-connect.com"), 600, 0.01),
     ("camera", "easy4ipcloud.com", ("p2p.easy4ipcloud.com", "config.easy4ipcloud.com"), 600,
      0.02),
     ("camera", "reolink.com", ("p2p.reolink.com", "pushx.reolink.com"), 900, 0.02),
@@ -226,7 +226,7 @@ IOT_VENDORS = (
     ("tv", "lgtvsdp.com", ("eic.lgtvsdp.com", "de.lgtvsdp.com"), 1800, 0.2),
     ("room", "zoom.us", ("zoomrooms.zoom.us", "us01cl.zoom.us"), 600, 0.05),
     ("room", "plcm.vc", ("poly.plcm.vc", "lens.plcm.vc"), 600, 0.02),
-    ("sensor", "tuyaeu.com", ("a1.tuyaeu.com", "m1.tuyaeu.com"), 300, 0.01),
+    ("sensor", "tuyaeu.com", ("a1.tuyaeu.com", "m1.tuyaeu.com"), 600, 0.01),
     ("sensor", "nest.com", ("frontdoor.nest.com", "transport01.nest.com"), 900, 0.1),
     ("sensor", "ecobee.com", ("api.ecobee.com",), 600, 0.05),
 )
@@ -751,7 +751,7 @@ class DayGen:
     def mail(self, dev: Device, rng: random.Random, on: list) -> None:
         """Inbound mail: SPF/DKIM/DMARC TXT for each sender, DNSBL per connecting address."""
         w = self.world
-        rate = 8.0 if self.weekend else 25.0
+        rate = 6.0 if self.weekend else 18.0
         for t in self.poisson(rng, on, rate):
             t += self.d0
             rev = ".".join(str(rng.randrange(1, 255)) for _ in range(4))
@@ -1015,7 +1015,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--seed", type=int, default=14)
-    ap.add_argument("--devices", type=int, default=320)
+    ap.add_argument("--devices", type=int, default=300)
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--sites", type=int, default=40_000, help="registrable web sites (Zipf)")
     args = ap.parse_args(argv)

@@ -42,7 +42,7 @@ sys.path.insert(0, str(HERE))
 
 import generate  # noqa: E402  (a sibling script, not a package)
 
-FULL = {"devices": 320, "days": 30}
+FULL = {"devices": 300, "days": 30}
 QUICK = {"devices": 50, "days": 10}
 
 

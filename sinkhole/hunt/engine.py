@@ -31,12 +31,13 @@ from sinkhole.hunt import signals as sig
 from sinkhole.hunt import state
 from sinkhole.hunt.domains import ALLOWED, SKIP, TRACK, classify, quiet_set
 from sinkhole.hunt.model import Case, Suspicion
-from sinkhole.hunt.seen import BECAME_COMMON, Dom, DomainMemory
+from sinkhole.hunt.seen import BECAME_COMMON, COARSE, Dom, DomainMemory
 from sinkhole.hunt.sequences import Link, Matcher, describe, load_rules
 
 log = logging.getLogger(__name__)
 
 NEW_FOR = 86400.0        # a domain is "newly seen" for a day after its first sighting
+DEVICE_LEARNING = 86400.0  # a device new to the network finds nothing new for its first day
 CONTEXT = 8              # queries of a device kept as the context of a new suspicion
 NAME_CACHE = 65_536      # qname -> (domain, kind)
 DEVICE_CAP = 50_000      # devices with context and sequence state
@@ -51,11 +52,14 @@ _NEWLY = ("newly_seen", "rare")
 
 
 class Device:
-    """What the hunter keeps per device: recent queries, sequence progress, DGA burst."""
+    """What the hunter keeps per device: since when it is known, its recent queries, sequence
+    progress and DGA burst. `written`: the last_seen last written (hourly, like domains)."""
 
-    __slots__ = ("recent", "seq", "burst")
+    __slots__ = ("first", "written", "recent", "seq", "burst")
 
-    def __init__(self) -> None:
+    def __init__(self, first: float, written: float) -> None:
+        self.first = first
+        self.written = written
         self.recent: deque[tuple[float, str, str]] = deque(maxlen=CONTEXT)
         self.seq: dict[int, Any] = {}
         self.burst: sig.Burst | None = None
@@ -79,6 +83,10 @@ class Hunter:
         start = state.get_meta(self._conn, "start")
         self._start: float | None = float(start) if start is not None else None
         self._learn_until = (self._start + cfg_hunt.learning) if start is not None else math.inf
+        # A new device brings its vendor's domains (a meeting-room display, a guest phone):
+        # what is new to the network is not yet news about the device.
+        self._device_learning = min(cfg_hunt.learning, DEVICE_LEARNING)
+        self._dirty_devices: dict[str, tuple[float, float]] = {}
         self._names: dict[str, tuple[str, int]] = {}
         self._devices: dict[str, Device] = {}
         self._pairs: dict[tuple[str, str], sig.Pair] = {}
@@ -118,7 +126,10 @@ class Hunter:
         ip = obs.client_ip
         dev = self._devices.get(ip)
         if dev is None:
-            dev = self._device(ip)
+            dev = self._device(ip, t)
+        elif t - dev.written >= COARSE:
+            self._dirty_devices[ip] = (dev.first, t)
+            dev.written = t
         dev.recent.append((t, qname, obs.qtype))
         learning = t < self._learn_until
         raised: list[Case] = []
@@ -144,8 +155,9 @@ class Hunter:
               created: bool, raised: list[Case]) -> None:
         """The signals of a newly seen or rare domain."""
         t, ip, qname = obs.time, obs.client_ip, obs.qname
-        fresh = (kind == TRACK and obs.rcode != 3 and dom.first >= self._learn_until
-                 and t - dom.first < NEW_FOR)
+        fresh = (kind == TRACK and obs.rcode != 3 and obs.qtype in sig.ADDRESS_TYPES
+                 and dom.first >= self._learn_until and t - dom.first < NEW_FOR
+                 and t - dev.first >= self._device_learning)
         if fresh:
             case = self._case(ip, domain, obs, dev)
             if "newly_seen" not in case.signals:
@@ -314,10 +326,14 @@ class Hunter:
         info = self._names[qname] = classify(qname, self._quiet)
         return info
 
-    def _device(self, ip: str) -> Device:
+    def _device(self, ip: str, t: float) -> Device:
         if len(self._devices) >= DEVICE_CAP:
             del self._devices[next(iter(self._devices))]
-        dev = self._devices[ip] = Device()
+        first = state.get_device(self._conn, ip)
+        if first is None or first > t:  # new, or an import of older logs
+            first = t
+        self._dirty_devices[ip] = (first, t)
+        dev = self._devices[ip] = Device(first, t)
         return dev
 
     def _pair(self, key: tuple[str, str]) -> sig.Pair:
@@ -362,6 +378,9 @@ class Hunter:
             if self._meta_dirty and self._start is not None:
                 state.put_meta(conn, "start", repr(self._start))
             self._seen.write(conn)
+            state.put_devices(conn, ((ip, f, last) for ip, (f, last) in
+                                     self._dirty_devices.items()))
+            state.trim_devices(conn, DEVICE_CAP)
             state.put_pairs(conn, self._pair_rows())
             state.trim_pairs(conn, PAIR_CAP)
             state.put_cases(conn, (self._cases[k] for k in self._dirty_cases))
@@ -382,6 +401,7 @@ class Hunter:
         self._failing = False
         self._meta_dirty = False
         self._seen.committed()
+        self._dirty_devices.clear()
         for key in self._dirty_pairs:
             pair = self._pairs.get(key)
             if pair is not None:

@@ -28,7 +28,7 @@ SHIPPED_FILE = Path(__file__).resolve().parent.parent / "data" / "hunt-sequences
 MAX_WITHIN = 86400.0  # per-device state is kept this long at most
 _PATTERN = re.compile(r"[a-z0-9_*-]+(\.[a-z0-9_*-]+)*")
 _RULE_KEYS = {"name", "description", "score", "steps", "enabled"}
-_STEP_KEYS = {"names", "newly_seen", "within"}
+_STEP_KEYS = {"names", "newly_seen", "within", "after"}
 
 
 class SequenceError(SinkholeError):
@@ -43,8 +43,9 @@ class SequenceError(SinkholeError):
 class Step:
     names: tuple[str, ...]        # glob patterns (`*` matches anything); empty: newly_seen
     newly_seen: bool
-    within: float                 # after the previous step (0 for the first step)
+    within: float                 # at most this long after the previous step (0: first step)
     regex: re.Pattern[str] | None
+    after: float = 0.0            # and at least this long after it
 
 
 @dataclass(frozen=True)
@@ -116,18 +117,20 @@ def _parse_rule(item: Any, errors: list[str]) -> Rule | None:
     name = item.get("name")
     if not isinstance(name, str) or not name.strip():
         errors.append("name: required, a non-empty string")
-    score = item.get("score", 80)
-    if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 100:
-        errors.append(f"score: expected an integer 1..100, found {score!r}")
     enabled = item.get("enabled", True)
     if not isinstance(enabled, bool):
         errors.append(f"enabled: expected true or false, found {enabled!r}")
+    if enabled is False:
+        return None  # turns off a rule of that name (a shipped one): nothing else needed
+    score = item.get("score", 80)
+    if isinstance(score, bool) or not isinstance(score, int) or not 1 <= score <= 100:
+        errors.append(f"score: expected an integer 1..100, found {score!r}")
     steps_doc = item.get("steps")
     if not isinstance(steps_doc, list) or len(steps_doc) < 2:
         errors.append("steps: expected a list of at least two steps")
         steps_doc = []
     steps = [_parse_step(i, s, errors) for i, s in enumerate(steps_doc, 1)]
-    if errors or enabled is False:
+    if errors:
         return None
     return Rule(name, str(item.get("description", "")).strip(), score,
                 tuple(s for s in steps if s is not None))
@@ -152,10 +155,11 @@ def _parse_step(num: int, doc: Any, errors: list[str]) -> Step | None:
         errors.append(f"{where}: give exactly one of 'names' (patterns) or 'newly_seen: true'")
     patterns = _parse_names(where, names, errors) if names is not None else ()
     within = _parse_within(where, num, doc, errors)
+    after = _parse_after(where, num, doc, within, errors)
     if len(errors) > before:
         return None
     regex = re.compile("|".join(fnmatch.translate(p) for p in patterns)) if patterns else None
-    return Step(patterns, bool(newly_seen), within, regex)
+    return Step(patterns, bool(newly_seen), within, regex, after)
 
 
 def _parse_names(where: str, names: Any, errors: list[str]) -> tuple[str, ...]:
@@ -189,6 +193,24 @@ def _parse_within(where: str, num: int, doc: dict[str, Any], errors: list[str]) 
         errors.append(f"{where}: within: {doc['within']!r} is outside 1s..."
                       f"{format_duration(MAX_WITHIN)}")
     return within
+
+
+def _parse_after(where: str, num: int, doc: dict[str, Any], within: float,
+                 errors: list[str]) -> float:
+    if "after" not in doc:
+        return 0.0
+    if num == 1:
+        errors.append(f"{where}: after: the first step has no step before it")
+        return 0.0
+    try:
+        after = parse_duration(doc["after"])
+    except ValueError as err:
+        errors.append(f"{where}: after: {err}")
+        return 0.0
+    if within and after >= within:
+        errors.append(f"{where}: after: {doc['after']!r} must be shorter than within "
+                      f"({format_duration(within)})")
+    return after
 
 
 def _pattern_problem(pattern: str) -> str | None:
@@ -237,7 +259,9 @@ class Matcher:
         """(rule, step) pairs this observation may complete, each rule's highest step first
         (so one query never completes two steps of one match)."""
         named = self.by_domain.get(domain)
-        out = [(ri, si) for ri, si, rx in named if rx.match(qname)] if named else []
+        if not named:
+            return self.new_steps if fresh else []
+        out = [(ri, si) for ri, si, rx in named if rx.match(qname)]
         if fresh and self.new_steps:
             out = sorted(set(out) | set(self.new_steps), key=lambda c: (c[0], -c[1]))
         return out
@@ -256,9 +280,10 @@ class Matcher:
                 progress[0] = (t, (link,))
                 continue
             prev = progress[si - 1] if progress else None
-            if prev is None or not 0 <= t - prev[0] <= rule.steps[si].within:
+            step = rule.steps[si]
+            if prev is None or not step.after <= t - prev[0] <= step.within:
                 continue
-            if rule.steps[si].newly_seen and any(x[3] == domain for x in prev[1]):
+            if step.newly_seen and any(x[3] == domain for x in prev[1]):
                 continue  # "a second newly seen domain" means another one
             chain = prev[1] + (link,)
             if si == len(rule.steps) - 1:

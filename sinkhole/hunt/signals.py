@@ -30,7 +30,11 @@ ENTROPY_MIN = 3.0         # Shannon entropy (bits per character) at least this
 MAX_VOWELS = 0.3          # and at most this share of vowels (English has ~0.4, hex/base32 < 0.2)
 DGA_WINDOW = 600.0        # never-seen domains answered NXDOMAIN by one device in 10 min ...
 DGA_MIN = 20              # ... at least this many
-DGA_RANDOM_LABEL = 10     # rcode unknown: count only random-looking labels this long ...
+DGA_RANDOM_LABEL = 10     # rcode unknown: count only random-looking labels this long
+DGA_KEEP = 3600.0         # a new burst this soon after the last one joins its suspicion
+# The lookups that precede a connection: only these make a domain "newly seen" by a device
+# (a mail server's TXT lookups of every sender domain are no contact with it).
+ADDRESS_TYPES = frozenset({"A", "AAAA", "HTTPS", "SVCB", "CNAME"})
 
 
 def entropy(text: str) -> float:
@@ -151,26 +155,32 @@ def entropy_reason(qname: str, sub: str) -> str | None:
 class Burst:
     """One device's run of never-seen domains answered NXDOMAIN (a DGA looking for its C2)."""
 
-    __slots__ = ("start", "count", "names", "case")
+    __slots__ = ("start", "count", "names", "case", "last", "total")
 
     def __init__(self) -> None:
-        self.start = -math.inf
-        self.count = 0
+        self.start = self.last = -math.inf
+        self.count = self.total = 0
         self.names: list[str] = []
-        self.case: str | None = None  # the domain its suspicion is filed under
+        self.case: str | None = None  # the domain its suspicion is filed under, once found
 
     def add(self, t: float, qname: str) -> str | None:
-        """Count one; the reason text while the burst is at or above DGA_MIN."""
-        if t - self.start > DGA_WINDOW:
-            self.start, self.count, self.case = t, 0, None
+        """Count one; the reason text once a window reached DGA_MIN. A DGA tries in bursts:
+        once found, every later name of the run (each within DGA_KEEP of the last) is more
+        evidence of the same case."""
+        if t - self.last > DGA_KEEP:
+            self.case, self.total = None, 0
             self.names = []
+        if t - self.start > DGA_WINDOW:
+            self.start, self.count = t, 0
+        self.last = t
         self.count += 1
+        self.total += 1
         if len(self.names) < 5:
             self.names.append(qname)
-        if self.count < DGA_MIN:
+        if self.case is None and self.count < DGA_MIN:
             return None
-        return (f"{self.count} never-seen domains unanswered (NXDOMAIN) within "
-                f"{DGA_WINDOW / 60:.0f} min, e.g. {', '.join(self.names)}")
+        return (f"{self.total} never-seen domains unanswered (NXDOMAIN) by this device, "
+                f"{DGA_MIN}+ within {DGA_WINDOW / 60:.0f} min, e.g. {', '.join(self.names)}")
 
 
 def _regularity(times: deque[float]) -> tuple[float, float]:

@@ -31,6 +31,12 @@ _SCHEMA = (
         devices INTEGER NOT NULL,
         seen_by TEXT) WITHOUT ROWID""",
     "CREATE INDEX domains_last ON domains(last_seen)",
+    # When each device was first seen: a device new to the network is still learning.
+    """CREATE TABLE devices (
+        client_ip TEXT PRIMARY KEY,
+        first_seen REAL NOT NULL,
+        last_seen REAL NOT NULL) WITHOUT ROWID""",
+    "CREATE INDEX devices_last ON devices(last_seen)",
     # Beacon rings of (device, newly seen or rare domain), so hours of regularity survive a
     # restart; bounded like the in-memory pairs.
     """CREATE TABLE pairs (
@@ -122,7 +128,9 @@ def get_domain(conn: sqlite3.Connection, domain: str) -> tuple[float, float, int
 
 
 def put_domains(conn: sqlite3.Connection, rows: Iterable[tuple[str, float, float, int, str]]):
-    conn.executemany("INSERT OR REPLACE INTO domains VALUES (?, ?, ?, ?, ?)", rows)
+    conn.executemany("INSERT INTO domains VALUES (?, ?, ?, ?, ?) ON CONFLICT (domain) DO UPDATE "
+                     "SET last_seen = excluded.last_seen, devices = excluded.devices, "
+                     "seen_by = excluded.seen_by", rows)
 
 
 def all_domains(conn: sqlite3.Connection):
@@ -142,6 +150,26 @@ def evict_domains(conn: sqlite3.Connection, n: int) -> list[str]:
         conn.execute(f"DELETE FROM domains WHERE domain IN ({','.join('?' * len(chunk))})",
                      chunk)
     return names
+
+
+# --- devices --------------------------------------------------------------------------------
+
+def get_device(conn: sqlite3.Connection, ip: str) -> float | None:
+    row = conn.execute("SELECT first_seen FROM devices WHERE client_ip = ?", (ip,)).fetchone()
+    return row[0] if row else None
+
+
+def put_devices(conn: sqlite3.Connection, rows: Iterable[tuple[str, float, float]]) -> None:
+    conn.executemany("INSERT INTO devices VALUES (?, ?, ?) ON CONFLICT (client_ip) DO UPDATE "
+                     "SET first_seen = min(first_seen, excluded.first_seen), "
+                     "last_seen = max(last_seen, excluded.last_seen)", rows)
+
+
+def trim_devices(conn: sqlite3.Connection, keep: int) -> None:
+    extra = conn.execute("SELECT count(*) FROM devices").fetchone()[0] - keep
+    if extra > 0:
+        conn.execute("DELETE FROM devices WHERE client_ip IN (SELECT client_ip FROM devices "
+                     "ORDER BY last_seen LIMIT ?)", (extra,))
 
 
 # --- pairs ----------------------------------------------------------------------------------

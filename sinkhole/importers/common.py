@@ -136,7 +136,7 @@ def parse_lines(f: IO[bytes], parse: Callable[[bytes], Observation | None], stat
                 line = readline(MAX_LINE + 1)
                 too_long = len(line) > MAX_LINE and not line.endswith(b"\n")
                 if too_long:
-                    pass
+                    _read_through(readline)
             except (OSError, EOFError) as err:   # a truncated .gz, an I/O error: stop, say so
                 stats.lines += 1
                 stats.error(lineno + 1, f"read failed: {err}")

@@ -9,11 +9,13 @@ page; counts are not taken (a page asks for one row more to know whether a next 
 
 from __future__ import annotations
 
+import ipaddress
 import sqlite3
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from .findings import SEVERITY_RANK
+from .findings import hit_findings as findings_of
 from .queries import HIT_KEYS, _filters, _where, history_names, retrohunt, retrohunt_ids
 from .schema import StoreError, connect
 
@@ -29,16 +31,21 @@ def search_hits(conn: sqlite3.Connection, *, since: float | None = None,
                 client_ip: str | None = None, list_name: str | None = None,
                 qname: str | None = None, kind: str | None = None, limit: int = 100,
                 offset: int = 0) -> list[dict[str, Any]]:
-    """Hits newest first.  ``client`` is an IP or the name the client had at the time (as the
-    CLI's --client); ``client_ip`` is one address exactly, which walks its index in order."""
+    """Hits newest first.  ``client`` is an address or the name the client had at the time
+    (as the CLI's --client); either way one (field, time) index is walked in time order and
+    the walk stops at the page, where "address OR name" would sort every hit of the device."""
+    client_name = None
+    if client:
+        if _is_ip(client):
+            client_ip = client_ip or client
+        else:
+            client_name = client
     where, args = _filters(since=since, list_name=list_name, qname=qname)
-    for clause, value in (("time < ?", until), ("kind = ?", kind), ("client_ip = ?", client_ip)):
+    for clause, value in (("time < ?", until), ("kind = ?", kind), ("client_ip = ?", client_ip),
+                          ("client_name = ?", client_name)):
         if value is not None:
             where.append(clause)
             args.append(value)
-    if client:
-        where.append("(client_ip = ? OR client_name = ?)")
-        args += [client, client]
     sql = (f"SELECT {', '.join(HIT_KEYS)} FROM hits {_where(where)} "
            "ORDER BY time DESC, id DESC LIMIT ? OFFSET ?")
     return [dict(zip(HIT_KEYS, row, strict=True))
@@ -48,27 +55,36 @@ def search_hits(conn: sqlite3.Connection, *, since: float | None = None,
 def recent_devices(conn: sqlite3.Connection, *, since: float) -> list[dict[str, Any]]:
     """Devices with hits since ``since``: worst severity, lists, hits, newest name and time.
 
-    One range of the hits_time index; a day holds tens of thousands of rows at most, because
-    a flooding client's hits are folded into one row per list and second."""
-    rank = SEVERITY_RANK
+    Grouped in SQLite over one range of the hits_time index (a day holds tens of thousands of
+    rows at most: a flooding client's hits are folded into one row per list and second); the
+    newest name is then one seek per device."""
     devices: dict[str, dict[str, Any]] = {}
-    rows = conn.execute("SELECT client_ip, client_name, list, severity, time, count FROM hits "
-                        "WHERE time >= ?", (since,))
-    for ip, name, list_name, severity, when, count in rows:
+    rows = conn.execute("SELECT client_ip, list, severity, sum(count), min(time), max(time) "
+                        "FROM hits WHERE time >= ? GROUP BY client_ip, list, severity", (since,))
+    for ip, list_name, severity, count, first, last in rows:
         d = devices.get(ip)
         if d is None:
-            d = devices[ip] = {"client_ip": ip, "client_name": name, "lists": set(),
-                               "severity": "info", "hits": 0, "first": when, "last": when}
+            d = devices[ip] = {"client_ip": ip, "client_name": None, "lists": set(),
+                               "severity": "info", "hits": 0, "first": first, "last": last}
         d["lists"].add(list_name)
         d["hits"] += count
-        if rank.get(severity or "", 1) > rank[d["severity"]]:
+        if SEVERITY_RANK.get(severity or "", 1) > SEVERITY_RANK[d["severity"]]:
             d["severity"] = severity
-        if when >= d["last"]:
-            d["last"], d["client_name"] = when, name or d["client_name"]
-        d["first"] = min(d["first"], when)
-    for d in devices.values():
+        d["first"], d["last"] = min(d["first"], first), max(d["last"], last)
+    for ip, d in devices.items():
         d["lists"] = sorted(d["lists"])
+        row = conn.execute("SELECT client_name FROM hits WHERE client_ip = ? "
+                           "ORDER BY time DESC LIMIT 1", (ip,)).fetchone()
+        d["client_name"] = row[0] if row else None
     return list(devices.values())
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def device_names(conn: sqlite3.Connection, client_ip: str) -> list[dict[str, Any]]:
@@ -103,17 +119,25 @@ def device_summary(conn: sqlite3.Connection, client_ip: str) -> dict[str, Any]:
 
 def known_devices(conn: sqlite3.Connection, text: str = "", *,
                   name_for: Callable[[str], str | None] | None = None,
+                  hit_findings: Iterable[Mapping[str, Any]] | None = None,
                   limit: int = 200) -> list[dict[str, Any]]:
-    """Devices whose address, name at a hit, or current name (``name_for``: the DHCP leases
-    and static map) contains ``text``.  The sightings give those with hits; the history's
-    client table every other device that asked anything (one row per address: small)."""
+    """Devices whose address, name at their newest hit, or current name (``name_for``: the
+    DHCP leases and static map) contains ``text``.  Devices with hits come from the hit
+    findings (``hit_findings``: pass the cached ones, or they are grouped from the sightings);
+    every other device that asked anything from the history's client table (small)."""
     needle = text.strip().lower()
     devices: dict[str, dict[str, Any]] = {}
-    # max(last_seen) is the only min/max aggregate: SQLite takes client_name from its row.
-    for ip, name, count, last in conn.execute(
-            "SELECT client_ip, client_name, sum(count), max(last_seen) FROM sightings "
-            "GROUP BY client_ip"):
-        devices[ip] = {"client_ip": ip, "client_name": name, "hits": count, "last_hit": last}
+    if hit_findings is None:
+        hit_findings = findings_of(conn)
+    for f in hit_findings:
+        d = devices.setdefault(f["client_ip"], {"client_ip": f["client_ip"],
+                                                "client_name": None, "hits": 0, "last_hit": 0})
+        d["hits"] += f["count"]
+        d["last_hit"] = max(d["last_hit"], f["last_seen"])
+    for ip, d in devices.items():
+        row = conn.execute("SELECT client_name FROM hits WHERE client_ip = ? "
+                           "ORDER BY time DESC LIMIT 1", (ip,)).fetchone()
+        d["client_name"] = row[0] if row else None
     for (ip,) in conn.execute("SELECT ip FROM clients"):
         devices.setdefault(ip, {"client_ip": ip, "client_name": None, "hits": 0,
                                 "last_hit": None})

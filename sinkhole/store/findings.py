@@ -9,7 +9,9 @@ So the per-query code stays as it is, and a restore of an old backup cannot leav
 
 from __future__ import annotations
 
+import math
 import sqlite3
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -25,6 +27,8 @@ OPEN_STATES = frozenset({"open", "reopened", "investigating"})
 SEVERITY_RANK = {name: rank for rank, name in enumerate(SEVERITIES)}  # info < warning < critical
 NOTE_MAX = 2000
 QNAMES_SHOWN = 5
+_GROUP_SIGHTINGS = ("SELECT client_ip, list, min(first_seen), max(last_seen), sum(count) "
+                    "FROM sightings {} GROUP BY client_ip, list")
 
 
 def record_mark(path: str, *, client_ip: str, kind: str, key: str, state: str, note: str,
@@ -85,32 +89,81 @@ def mark_history(conn: sqlite3.Connection, client_ip: str) -> list[dict[str, Any
 
 
 def hit_findings(conn: sqlite3.Connection, client_ip: str | None = None) -> list[dict[str, Any]]:
-    """One finding per (device, list), from the sightings (one row per device and name, so
-    this reads thousands of rows, not the million hits)."""
-    sql = "SELECT client_ip, qname, client_name, list, first_seen, last_seen, count FROM sightings"
-    args: tuple[Any, ...] = ()
-    if client_ip is not None:
-        sql, args = sql + " WHERE client_ip = ?", (client_ip,)
-    found: dict[tuple[str, str], dict[str, Any]] = {}
-    for ip, qname, name, list_name, first, last, count in conn.execute(sql, args):
-        f = found.get((ip, list_name))
-        if f is None:
-            f = found[(ip, list_name)] = {
-                "client_ip": ip, "client_name": name, "kind": "hit", "key": list_name,
-                "first_seen": first, "last_seen": last, "count": 0, "qnames": [], "score": None,
-                "_newest": last}
-        if last >= f["_newest"]:
-            f["client_name"], f["_newest"] = name or f["client_name"], last
-        f["first_seen"] = min(f["first_seen"], first)
-        f["last_seen"] = max(f["last_seen"], last)
-        f["count"] += count
-        f["qnames"].append((last, qname))
-    severities = list_severities(conn, {k[1] for k in found})
-    for f in found.values():
-        del f["_newest"]
+    """One finding per (device, list), grouped from the sightings (one row per device and
+    name) in SQLite along the sightings_finding index: no table row is read."""
+    if client_ip is None:
+        rows = conn.execute(_GROUP_SIGHTINGS.format("")).fetchall()
+    else:
+        rows = conn.execute(_GROUP_SIGHTINGS.format("WHERE client_ip = ?"),
+                            (client_ip,)).fetchall()
+    return _as_findings(conn, rows)
+
+
+def _as_findings(conn: sqlite3.Connection, rows: Iterable[tuple[Any, ...]]
+                 ) -> list[dict[str, Any]]:
+    found = [{"client_ip": ip, "client_name": None, "kind": "hit", "key": list_name,
+              "first_seen": first, "last_seen": last, "count": count, "qnames": [],
+              "score": None} for ip, list_name, first, last, count in rows]
+    severities = list_severities(conn, {f["key"] for f in found})
+    for f in found:
         f["severity"] = severities.get(f["key"], "warning")
-        f["qnames"] = [q for _, q in sorted(f["qnames"], reverse=True)[:QNAMES_SHOWN]]
-    return list(found.values())
+    return found
+
+
+class HitFindings:
+    """``hit_findings`` for every device, kept between reads and brought up to date from the
+    hits written since (ids above the last one folded in): grouping a few hundred thousand
+    sightings costs ~100 ms, the hits of the last few seconds almost nothing.
+
+    A hit only ever adds to a finding, so folding it in is exact; pruning deletes the oldest
+    hits, which moves min(id), and then the aggregate is rebuilt from the sightings.  (One
+    difference with a rebuild: a name that moved to another list keeps its older hits under the
+    old list until the next rebuild.)  Thread-safe: the console reads from worker threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._agg: dict[tuple[str, str], list[float]] = {}
+        self._bounds: tuple[int | None, int | None] | None = None
+
+    def read(self, conn: sqlite3.Connection) -> list[dict[str, Any]]:
+        with self._lock:
+            conn.execute("BEGIN")      # one snapshot for the bounds and the rows
+            try:
+                self._update(conn)
+            finally:
+                conn.execute("COMMIT")
+            rows = [(ip, ln, *v) for (ip, ln), v in self._agg.items()]
+        return _as_findings(conn, rows)
+
+    def _update(self, conn: sqlite3.Connection) -> None:
+        low, high = conn.execute("SELECT min(id), max(id) FROM hits").fetchone()
+        known = self._bounds
+        if known is None or low != known[0] or (high or 0) < (known[1] or 0):
+            self._agg = {(ip, ln): [first, last, n] for ip, ln, first, last, n in
+                         conn.execute(_GROUP_SIGHTINGS.format(""))}
+        elif high != known[1]:
+            for ip, ln, when, first, last, n in conn.execute(
+                    "SELECT client_ip, list, time, first_seen, last_seen, count FROM hits "
+                    "WHERE id > ?", (known[1] or 0,)):
+                agg = self._agg.setdefault((ip, ln), [math.inf, -math.inf, 0])
+                agg[0] = min(agg[0], first if first is not None else when)
+                agg[1] = max(agg[1], last if last is not None else when)
+                agg[2] += n
+        self._bounds = (low, high)
+
+
+def add_details(conn: sqlite3.Connection, findings: Iterable[dict[str, Any]]) -> None:
+    """The newest names and the device's newest name for the findings that will be shown
+    (a seek each, so a page pays for its own rows, not for every finding)."""
+    for f in findings:
+        if f["kind"] != "hit":
+            continue
+        rows = conn.execute("SELECT qname, client_name FROM sightings INDEXED BY "
+                            "sightings_finding WHERE client_ip = ? AND list = ? "
+                            "ORDER BY last_seen DESC LIMIT ?",
+                            (f["client_ip"], f["key"], QNAMES_SHOWN)).fetchall()
+        f["qnames"] = [q for q, _ in rows]
+        f["client_name"] = next((n for _, n in rows if n), None)
 
 
 def list_severities(conn: sqlite3.Connection, lists: Iterable[str]) -> dict[str, str]:
@@ -134,15 +187,18 @@ def suspicion_findings(suspicions: Iterable[Mapping[str, Any]]) -> list[dict[str
 
 
 def query_findings(conn: sqlite3.Connection, *, suspicions: Iterable[Mapping[str, Any]] = (),
-                   client_ip: str | None = None, states: Iterable[str] | None = None
-                   ) -> list[dict[str, Any]]:
-    """Every finding with its derived state; `states` keeps only those (None: all).
+                   client_ip: str | None = None, states: Iterable[str] | None = None,
+                   limit: int | None = None, offset: int = 0,
+                   cache: HitFindings | None = None) -> dict[str, Any]:
+    """The findings with their derived state, `states` keeping only those (None: all), as
+    {"total": n, "items": a page (`limit` None: all) with details, "by_client": {ip: n}}.
 
     Most urgent first: reopened, open, investigating, cleared; then severity, then newest."""
     marks = latest_marks(conn, client_ip)
     wanted = set(states) if states is not None else None
     out = []
-    rows = hit_findings(conn, client_ip)
+    rows = cache.read(conn) if cache is not None and client_ip is None \
+        else hit_findings(conn, client_ip)
     rows += [f for f in suspicion_findings(suspicions)
              if client_ip is None or f["client_ip"] == client_ip]
     for f in rows:
@@ -155,4 +211,9 @@ def query_findings(conn: sqlite3.Connection, *, suspicions: Iterable[Mapping[str
     order = {s: i for i, s in enumerate(STATES)}
     out.sort(key=lambda f: (order[f["state"]], -SEVERITY_RANK.get(f["severity"], 1),
                             -(f["score"] or 0), -f["last_seen"], f["client_ip"]))
-    return out
+    page = out[offset:] if limit is None else out[offset:offset + limit]
+    add_details(conn, page)
+    by_client: dict[str, int] = {}
+    for f in out:
+        by_client[f["client_ip"]] = by_client.get(f["client_ip"], 0) + 1
+    return {"total": len(out), "items": page, "by_client": by_client}

@@ -90,8 +90,9 @@ MIGRATIONS: Sequence[Sequence[str]] = (
     # v5: triage marks from the console, append-only (a finding's notes are its case file);
     # the state shown is derived at read time, so the hit path never writes here.  A finding is
     # a device's hits of one list (kind 'hit', key = list) or its suspicion of one domain
-    # (kind 'suspicion', key = domain).  The console reads a device's hit names from the
-    # (client_ip, time) index and its outbox summary from (state, sink) without the tables.
+    # (kind 'suspicion', key = domain).  Two covering indexes for the console's summaries
+    # (bench/ui_pages.py): findings group the sightings by (device, list), and the alerts
+    # overview counts the outbox by (state, sink), neither touching the table rows.
     (
         """CREATE TABLE triage (
             id INTEGER PRIMARY KEY,
@@ -102,6 +103,9 @@ MIGRATIONS: Sequence[Sequence[str]] = (
             note TEXT NOT NULL DEFAULT '',
             at REAL NOT NULL)""",
         "CREATE INDEX triage_finding ON triage(client_ip, kind, key, id)",
+        "CREATE INDEX sightings_finding ON sightings(client_ip, list, last_seen, first_seen, "
+        "count)",
+        "CREATE INDEX outbox_state_sink ON outbox(state, sink, attempts)",
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)

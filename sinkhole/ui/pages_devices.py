@@ -11,11 +11,11 @@ from typing import Any
 from aiohttp import web
 
 from sinkhole.store.browse import device_names, device_summary, known_devices, search_hits
-from sinkhole.store.findings import mark_history, query_findings
+from sinkhole.store.findings import HitFindings, mark_history, query_findings
 from sinkhole.store.timeline import device_hours
 
 from .common import BadInput, admin_of, int_arg, parse_when, render
-from .sources import read_store, suspicions
+from .sources import hit_cache, read_store, suspicions
 
 routes = web.RouteTableDef()
 SPANS = (1, 2, 3, 6, 12, 24)      # hours either side of the moment a timeline is centred on
@@ -34,9 +34,15 @@ def device_ip(request: web.Request) -> str:
 async def devices(request: web.Request) -> web.Response:
     admin = admin_of(request)
     text = request.query.get("q", "")[:200]
-    rows = await read_store(admin.db_path, known_devices, text=text,
-                            name_for=getattr(admin, "client_name", None))
+    rows = await read_store(admin.db_path, _devices, text=text,
+                            name_for=getattr(admin, "client_name", None),
+                            cache=hit_cache(admin.db_path))
     return render(request, "devices.html", {"devices": rows, "q": text, "title": "Devices"})
+
+
+def _devices(conn: sqlite3.Connection, *, text: str, name_for: Any,
+             cache: HitFindings) -> list[dict[str, Any]]:
+    return known_devices(conn, text, name_for=name_for, hit_findings=cache.read(conn))
 
 
 @routes.get("/devices/{ip}")
@@ -55,7 +61,8 @@ def _device(conn: sqlite3.Connection, *, client_ip: str,
             suspicions: list[dict[str, Any]]) -> dict[str, Any]:
     return {"names": device_names(conn, client_ip), "summary": device_summary(conn, client_ip),
             "hits": search_hits(conn, client_ip=client_ip, limit=50),
-            "findings": query_findings(conn, suspicions=suspicions, client_ip=client_ip),
+            "findings": query_findings(conn, suspicions=suspicions,
+                                       client_ip=client_ip)["items"],
             "marks": mark_history(conn, client_ip)}
 
 

@@ -10,11 +10,11 @@ from typing import Any
 from aiohttp import web
 
 from sinkhole.store.browse import outbox_rows, outbox_summary, recent_devices
-from sinkhole.store.findings import OPEN_STATES, SEVERITY_RANK, query_findings
+from sinkhole.store.findings import OPEN_STATES, SEVERITY_RANK, HitFindings, query_findings
 
 from .common import RING_KEY, admin_of, render
 from .graphs import build_graph
-from .sources import read_store, suspicions
+from .sources import hit_cache, read_store, suspicions
 
 routes = web.RouteTableDef()
 DAY = 86400.0
@@ -26,27 +26,29 @@ async def overview(request: web.Request) -> web.Response:
     admin = admin_of(request)
     now = time.time()
     found = await suspicions(admin)
-    data = await read_store(admin.db_path, _read, since=now - DAY, suspicions=found)
+    data = await read_store(admin.db_path, _read, since=now - DAY, suspicions=found,
+                            cache=hit_cache(admin.db_path))
     ring = request.app[RING_KEY]
     return render(request, "overview.html", {
         **data, "lists": admin.lists(), "upstreams": upstream_health(admin.registry),
         "graph": build_graph(ring.rates()), "now": now, "title": "Overview"})
 
 
-def _read(conn: sqlite3.Connection, *, since: float,
-          suspicions: list[dict[str, Any]]) -> dict[str, Any]:
+def _read(conn: sqlite3.Connection, *, since: float, suspicions: list[dict[str, Any]],
+          cache: HitFindings) -> dict[str, Any]:
     """Everything the overview reads from the store, on one connection."""
-    findings = query_findings(conn, suspicions=suspicions, states=OPEN_STATES)
+    found = query_findings(conn, suspicions=suspicions, states=OPEN_STATES, limit=SHOWN,
+                           cache=cache)
     return {"devices": devices_to_check(recent_devices(conn, since=since), suspicions, since,
-                                        findings),
-            "findings": findings[:SHOWN], "open_count": len(findings),
+                                        found["by_client"]),
+            "findings": found["items"], "open_count": found["total"],
             "outbox": outbox_summary(conn),
             "stuck": outbox_rows(conn, state="failing", limit=10)
             + outbox_rows(conn, state="pending", limit=10)}
 
 
 def devices_to_check(devices: list[dict[str, Any]], suspicions: list[dict[str, Any]],
-                     since: float, findings: list[dict[str, Any]]) -> list[dict[str, Any]]:
+                     since: float, open_by_ip: dict[str, int]) -> list[dict[str, Any]]:
     """Hit devices merged with suspected ones; most severe first (worst hit severity, then
     the best suspicion score, then the newest activity)."""
     by_ip = {d["client_ip"]: {**d, "score": 0, "domains": []} for d in devices}
@@ -61,9 +63,6 @@ def devices_to_check(devices: list[dict[str, Any]], suspicions: list[dict[str, A
         d["domains"].append(s["domain"])
         d["last"] = max(d["last"], s["last_seen"])
         d["client_name"] = d["client_name"] or s.get("client_name")
-    open_by_ip: dict[str, int] = {}
-    for f in findings:
-        open_by_ip[f["client_ip"]] = open_by_ip.get(f["client_ip"], 0) + 1
     for d in by_ip.values():
         d["open"] = open_by_ip.get(d["client_ip"], 0)
     return sorted(by_ip.values(), key=lambda d: (-SEVERITY_RANK.get(d["severity"], -1),

@@ -9,11 +9,12 @@ from aiohttp import web
 
 from sinkhole.store.findings import KINDS, MARKS, OPEN_STATES, record_mark
 
-from .common import BadInput, admin_of, render, see_other
+from .common import BadInput, admin_of, int_arg, render, see_other
 from .guard import safe_next
 from .sources import findings
 
 routes = web.RouteTableDef()
+PAGE = 100
 CHOICES = (("open", "open, reopened or investigating"), ("all", "all"),
            ("reopened", "reopened"), ("investigating", "investigating"), ("cleared", "cleared"))
 
@@ -24,8 +25,12 @@ async def triage(request: web.Request) -> web.Response:
     if state not in dict(CHOICES):
         raise BadInput(f"state must be one of {', '.join(dict(CHOICES))}")
     states = None if state == "all" else OPEN_STATES if state == "open" else {state}
-    rows = await findings(admin_of(request), states=states)
-    return render(request, "triage.html", {"findings": rows, "state": state, "choices": CHOICES,
+    page = int_arg(request.query.get("page"), 1, 1, 100_000)
+    found = await findings(admin_of(request), states=states, limit=PAGE,
+                           offset=(page - 1) * PAGE)
+    return render(request, "triage.html", {"findings": found["items"], "total": found["total"],
+                                           "page": page, "pages": -(-found["total"] // PAGE),
+                                           "state": state, "choices": CHOICES,
                                            "title": "Triage"})
 
 

@@ -10,16 +10,28 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sinkhole.store.findings import query_findings
+from sinkhole.store.findings import HitFindings, query_findings
 from sinkhole.store.queries import open_reader
 
 log = logging.getLogger(__name__)
 
 SUSPICIONS_MAX = 1000
+_CACHES: dict[str, HitFindings] = {}
+CACHES_MAX = 8
+
+
+def hit_cache(db_path: str) -> HitFindings:
+    """The findings aggregate of one store, kept for the life of the process (a daemon has
+    one store; tests and benches a few)."""
+    cache = _CACHES.get(db_path)
+    if cache is None:
+        while len(_CACHES) >= CACHES_MAX:
+            _CACHES.pop(next(iter(_CACHES)))
+        cache = _CACHES[db_path] = HitFindings()
+    return cache
 
 
 def read_sync(path: str, fn: Callable[..., Any], **kw: Any) -> Any:
@@ -69,12 +81,12 @@ async def suspicions(admin: Any, since: float | None = None) -> list[dict[str, A
 
 
 async def findings(admin: Any, *, states: Iterable[str] | None = None,
-                   client_ip: str | None = None) -> list[dict[str, Any]]:
-    """Every finding (hits per list, suspicions per domain) with its derived triage state."""
+                   client_ip: str | None = None, limit: int | None = None,
+                   offset: int = 0) -> dict[str, Any]:
+    """The findings (hits per list, suspicions per domain) with their derived triage state:
+    {"total", "items" (the page), "by_client"}, as store.findings.query_findings."""
     found = await suspicions(admin)
     return await read_store(admin.db_path, query_findings, suspicions=found,
-                            client_ip=client_ip, states=states)
+                            client_ip=client_ip, states=states, limit=limit, offset=offset,
+                            cache=hit_cache(admin.db_path))
 
-
-def now() -> float:
-    return time.time()
