@@ -22,12 +22,14 @@ from sinkhole import privdrop, sdnotify
 from sinkhole.alerts import AlertManager, AlertSetupError
 from sinkhole.api import Admin, build_app
 from sinkhole.cache import Cache
+from sinkhole.capture import CaptureListener, capture_addresses
 from sinkhole.cli_data import hunt_db
 from sinkhole.clients.access import AccessList
 from sinkhole.clients.names import ClientNames
 from sinkhole.config import Config
 from sinkhole.config.values import HostPort
 from sinkhole.dns.block import BlockAnswers
+from sinkhole.dns.svcb import ddr_answer, ddr_endpoints
 from sinkhole.errors import StartupError
 from sinkhole.hits import HitRecorder, hit_from_mapping
 from sinkhole.huntloop import HuntLoop
@@ -42,6 +44,7 @@ from sinkhole.retro import hunt, hunt_policy, log_find
 from sinkhole.server import Listeners
 from sinkhole.store import Store, StoreError
 from sinkhole.store.queries import open_reader, query_hits
+from sinkhole.tlscert import CertStore
 from sinkhole.upstream.pool import UpstreamPool, default_upstreams
 
 log = logging.getLogger(__name__)
@@ -143,8 +146,7 @@ class Daemon:
         self._seed_recent()
         self.metrics.prime((), [s.name or s.type for s in cfg.alerts.sinks])
         self.hunt: HuntLoop | None = None
-        import importlib.util  # TEMP: until sinkhole.hunt lands (remove before the final commit)
-        if cfg.hunt.enabled and importlib.util.find_spec("sinkhole.hunt") is not None:
+        if cfg.hunt.enabled:
             self.hunt = HuntLoop(cfg.hunt, hunt_db(cfg), names=self.client_names.name_for,
                                  on_suspicion=self._on_suspicion, clock=clock.time)
             self.hunt.start()
@@ -186,6 +188,14 @@ class Daemon:
         self.metrics.watch_listeners(self.listeners)
         stack.push_async_callback(self.listeners.drain, s.drain_timeout)
         await self.listeners.start(cfg.listen.dns)
+        await self._start_encrypted()
+        self.capture: CaptureListener | None = None
+        if cfg.sinkhole.listen:
+            self.capture = CaptureListener(self.hits.on_connect, clock=clock.time)
+            stack.push_async_callback(self.capture.close)
+            await self.capture.start(capture_addresses(cfg.sinkhole.ipv4, cfg.sinkhole.ipv6,
+                                                       cfg.sinkhole.ports))
+            self.metrics.watch_capture(self.capture)
         if cfg.listen.http is not None:
             await self._start_http(stack, cfg.listen.http)
         stack.push_async_callback(self._cancel_tasks)   # first to run at stop
@@ -200,6 +210,8 @@ class Daemon:
         if self.feeds is not None:
             for f in self.feeds.specs:
                 self._spawn(self.feeds.run(f))
+        if self.certs is not None and cfg.reload.watch:
+            self._spawn(self.certs.watch(cfg.reload.poll_interval))
         if cfg.history.retention > 0 and self.lists.policy.lists:
             # Names listed while the daemon was down: asked before we knew they were bad.
             self.retro_task = self._spawn(self._retrohunt_startup())
@@ -210,6 +222,25 @@ class Daemon:
                  extra={"event": "started",
                         "dns": [h.display() for h in self.dns_bound],
                         "http": self.http_bound.display() if self.http_bound else None})
+
+    async def _start_encrypted(self) -> None:
+        """DoT and DoH listeners on our certificate, and DDR answers naming them (RFC 9462),
+        so devices that discover encrypted DNS upgrade to this resolver, not around it. The
+        listeners close with the plain ones (Listeners.drain)."""
+        cfg = self.config
+        self.certs: CertStore | None = None
+        if not (cfg.listen.dot or cfg.listen.doh):
+            return
+        self.certs = CertStore(cfg.tls.cert_file or "", cfg.tls.key_file or "", cfg.tls.name)
+        self.metrics.watch_tls(self.certs)
+        await self.listeners.start_dot(cfg.listen.dot, self.certs)
+        await self.listeners.start_doh(cfg.listen.doh, self.certs)
+        builtins = self.pipeline.builtins
+        if cfg.policy.ddr and builtins is not None and self.certs.name:
+            endpoints = ddr_endpoints(self.certs.name, self.listeners.dot_bound,
+                                      self.listeners.doh_bound)
+            builtins.answers["_dns.resolver.arpa"] = \
+                lambda q, limit: ddr_answer(q, endpoints, limit)
 
     def _open_store(self) -> None:
         st = self.config.storage
@@ -347,6 +378,8 @@ class Daemon:
         whatever changed. A feed that failed shows its error in the result."""
         sdnotify.reloading()
         try:
+            if self.certs is not None:   # the DoT/DoH pair too; a bad one keeps the old
+                await asyncio.to_thread(self.certs.reload)
             result, errors = (None, {}) if self.feeds is None else \
                 await self.feeds.refresh(None, reason)
             if result is None:

@@ -31,10 +31,14 @@ class Hit:
     rule: str | None
     action: str | None
     transport: str | None
-    kind: str = "query"          # query | cname | flood | retro
+    kind: str = "query"          # query | cname | flood | retro | connect
     first_seen: float | None = None
     last_seen: float | None = None
     count: int = 1
+    # kind 'connect' (a device connected to the sinkhole address): what it sent first
+    sni: str | None = None       # the TLS ClientHello's server name
+    host: str | None = None      # the HTTP Host header
+    port: int | None = None      # the sinkhole port it connected to
 
 
 @dataclass(frozen=True, slots=True)

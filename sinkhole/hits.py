@@ -69,6 +69,7 @@ class HitRecorder:
         self._recent: dict[tuple[str, str], dict[str, float]] = {}
         self.dropped = 0
         self._dropped_logged = 0.0
+        self._sinkholed: dict[str, Hit] = {}
         metrics.watch_hits(self.recent_clients)
 
     def set_lists(self, lists: Any) -> None:
@@ -149,6 +150,37 @@ class HitRecorder:
                   info.category, info.severity, rule, verdict.action, transport, kind)
         log.warning("hit: %s asked for %s (list %s)", client, escape(q.qname), info.name,
                     extra=log_fields(hit))
+        if verdict.action == "sinkhole":
+            self._remember_sinkholed(client, hit)
+        self._keep(hit, alert=True)
+
+    def _remember_sinkholed(self, client: str, hit: Hit) -> None:
+        """The last name each client got the sinkhole address for: the hit a connection to
+        that address follows (bounded like every table keyed by client)."""
+        if len(self._sinkholed) >= MAX_BUCKETS:
+            self._sinkholed.clear()
+        self._sinkholed[client] = hit
+
+    def on_connect(self, ev: Any) -> None:
+        """The sinkhole listener saw `ev` (a ConnectEvent): the device acts on the answer it
+        got, it did not just ask. A hit of kind 'connect' naming what it tried to reach (SNI
+        or Host, else the name it was last sinkholed for), stored and alerted on its own."""
+        before = self._sinkholed.get(ev.client_ip)
+        host = ev.host.rsplit(":", 1)[0] if ev.host and not ev.host.startswith("[") \
+            else ev.host
+        name = (ev.sni or host or (before.qname if before is not None else "")).lower()
+        self.metrics.connects.labels(ev.proto).inc()
+        detail = f"{ev.proto} port {ev.port}" + (f" sni={ev.sni}" if ev.sni else "") + \
+            (f" alpn={','.join(ev.alpn)}" if ev.alpn else "") + \
+            (f" {ev.request_line}" if ev.request_line else "")
+        hit = Hit(ev.time, ev.client_ip, self._name(ev.client_ip), name, "TCP",
+                  before.list if before is not None else "sinkhole",
+                  before.category if before is not None else None,
+                  before.severity if before is not None else "critical",
+                  escape(detail)[:300], "connect", "tcp", "connect",
+                  sni=ev.sni, host=host, port=ev.port)
+        log.warning("connect: %s tried to connect to %s on the sinkhole (port %d)",
+                    ev.client_ip, escape(name or "?"), ev.port, extra=log_fields(hit))
         self._keep(hit, alert=True)
 
     def on_retro(self, finds: list[Hit]) -> None:
@@ -195,6 +227,9 @@ def log_fields(hit: Hit) -> dict[str, Any]:
            "action": hit.action, "transport": hit.transport, "kind": hit.kind}
     if hit.count != 1:
         out["count"] = hit.count
+    if hit.kind == "connect":
+        out.update(sni=escape(hit.sni) if hit.sni else None,
+                   host=escape(hit.host) if hit.host else None, port=hit.port)
     return out
 
 

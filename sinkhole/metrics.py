@@ -23,7 +23,7 @@ from sinkhole.pipeline.answer import RESULTS
 
 QTYPES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA",
           33: "SRV", 64: "SVCB", 65: "HTTPS", 255: "ANY"}
-TRANSPORTS = ("udp", "tcp")
+TRANSPORTS = ("udp", "tcp", "dot", "doh")
 REQUEST_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                    0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -54,6 +54,9 @@ class Metrics:
         self.tcp_rejected = Counter("sinkhole_tcp_connections_rejected",
                                     "TCP connections closed at once: over the total or "
                                     "per-client connection cap", registry=r)
+        self.connects = Counter("sinkhole_sinkhole_connections", "Devices connecting to the "
+                                "sinkhole address after a sinkholed answer, by protocol seen",
+                                ["proto"], registry=r)
         self.hits_dropped = Counter("sinkhole_hits_dropped",
                                     "Hits (and so their alerts) dropped because the store's "
                                     "write queue was full", registry=r)
@@ -153,6 +156,14 @@ class Metrics:
         """The hunter thread's counters, read at scrape time."""
         self.registry.register(_HuntCollector(hunt))
 
+    def watch_tls(self, certs: Any) -> None:
+        """The DoT/DoH certificate: when it expires, and pairs refused on reload."""
+        self.registry.register(_TlsCollector(certs))
+
+    def watch_capture(self, capture: Any) -> None:
+        """The sinkhole listener's outcomes and malformed input, at scrape time."""
+        self.registry.register(_CaptureCollector(capture))
+
     def watch_store(self, store: Any) -> None:
         """Store counters live in the writer (its own thread); read them at scrape time."""
         self.registry.register(_StoreCollector(store))
@@ -194,6 +205,14 @@ class _ListenerCollector(Collector):
         yield CounterMetricFamily("sinkhole_tcp_connections_stalled", "TCP connections cut "
                                   "off for not reading their replies within the idle timeout",
                                   value=li.tcp_stalled)
+        yield CounterMetricFamily("sinkhole_tls_handshake_failures", "DoT/DoH connections "
+                                  "whose TLS handshake failed or timed out",
+                                  value=li.tls_failed)
+        doh = CounterMetricFamily("sinkhole_doh_errors", "DoH requests answered with an HTTP "
+                                  "error, by status", labels=["status"])
+        for status, n in sorted(li.doh_errors.items()):
+            doh.add_metric([str(status)], n)
+        yield doh
 
 
 class _HuntCollector(Collector):
@@ -208,6 +227,40 @@ class _HuntCollector(Collector):
                                   "hunter was too far behind (queue full)", value=h.dropped)
         yield GaugeMetricFamily("sinkhole_hunt_queue_depth", "Resolved queries waiting for the "
                                 "hunter", value=len(h.queue))
+
+
+class _TlsCollector(Collector):
+    def __init__(self, certs: Any) -> None:
+        self.certs = certs
+
+    def collect(self) -> Iterator[Any]:
+        yield GaugeMetricFamily("sinkhole_tls_certificate_expiry_timestamp_seconds", "notAfter "
+                                "of the DoT/DoH certificate in use (0: unknown)",
+                                value=self.certs.expires)
+        yield CounterMetricFamily("sinkhole_tls_certificate_reload_failures", "Certificate "
+                                  "pairs refused on reload (the old one kept)",
+                                  value=self.certs.failures)
+
+
+class _CaptureCollector(Collector):
+    def __init__(self, capture: Any) -> None:
+        self.capture = capture
+
+    def collect(self) -> Iterator[Any]:
+        c = self.capture
+        out = CounterMetricFamily("sinkhole_capture_connections", "Connections to the sinkhole "
+                                  "addresses, by outcome", labels=["outcome"])
+        for outcome, n in sorted(c.counts.items()):
+            out.add_metric([outcome], n)
+        yield out
+        bad = CounterMetricFamily("sinkhole_capture_malformed", "Sinkhole-listener input that "
+                                  "was neither a TLS ClientHello nor an HTTP request, by reason",
+                                  labels=["reason"])
+        for reason, n in sorted(c.malformed.items()):
+            bad.add_metric([reason], n)
+        yield bad
+        yield GaugeMetricFamily("sinkhole_capture_open_connections", "Connections to the "
+                                "sinkhole listener open now", value=c.open)
 
 
 class _StoreCollector(Collector):

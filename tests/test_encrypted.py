@@ -137,11 +137,11 @@ def make_enc(make_daemon: Any, tmp_path: Path) -> Iterator[Callable[..., Enc]]:
     ca = TestCA()
     ups: list[FakeUpstream] = []
 
-    def make(answer: Any = big_answer, **server: Any) -> Enc:
+    def make(answer: Any = big_answer, raw: dict[str, Any] | None = None, **server: Any) -> Enc:
         up = FakeUpstream(answer).__enter__()
         ups.append(up)
         d = make_daemon({"upstreams": [up.url()], "upstream_timeout": "2s",
-                         "server": server})
+                         "server": server, **(raw or {})})
         cert, key, der = issue(ca, tmp_path)
         certs = CertStore(str(cert), str(key))
         d.call(d.daemon.listeners.start_dot([HostPort(LOOP, 0)], certs))
@@ -267,6 +267,19 @@ def test_curl_get_and_post_with_cache_control_from_the_ttl(enc: Enc, version: st
                                         version=version)
     assert status == 200 and dns.message.from_wire(body).rcode() == dns.rcode.NXDOMAIN
     assert headers["cache-control"] == "max-age=60"      # the SOA's negative TTL
+
+
+def test_the_client_is_the_tls_peer_address_for_the_access_list(
+        make_enc: Callable[..., Enc]) -> None:
+    enc = make_enc(raw={"access": {"allow": ["127.0.0.2/32"]}})
+    get = f"dns={b64(query_wire('acl.example'))}"
+    inside = enc.curl("--interface", "127.0.0.2", "--get", "--data", get, enc.url())
+    outside = enc.curl("--interface", "127.0.0.3", "--get", "--data", get, enc.url())
+    assert dns.message.from_wire(inside[3]).rcode() == dns.rcode.NOERROR
+    assert dns.message.from_wire(outside[3]).rcode() == dns.rcode.REFUSED
+    assert outside[2]["cache-control"] == "max-age=0"
+    assert "status: REFUSED" in kdig(enc, enc.dot, "+tls", "-b", "127.0.0.3", "acl.example")
+    assert "192.0.2.1" in kdig(enc, enc.dot, "+tls", "-b", "127.0.0.2", "acl.example")
 
 
 def test_servfail_is_not_cacheable(make_enc: Callable[..., Enc]) -> None:

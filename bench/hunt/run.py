@@ -97,8 +97,9 @@ def replay_child(path: Path, db: Path, out: Path) -> int:
     keys: dict[tuple[str, str], dict[str, Any]] = {}
     in_hunter = 0.0
     perf = time.perf_counter
-    t_start = perf()
+    t_start = t_chunk = perf()
     n = 0
+    rates = []       # (observations so far, observations/s over the last chunk)
     observe = hunter.observe
     for obs in read_log(path, "jsonl", stats):
         if obs.time > now[0]:
@@ -120,16 +121,17 @@ def replay_child(path: Path, db: Path, out: Path) -> int:
             if rec["first_alert"] is None and s.score >= cfg.alert_score:
                 rec["first_alert"] = obs.time
         if n % 500_000 == 0:
-            rate = n / (perf() - t_start)
-            print(f"\rreplay: {n:,} observations, {rate:,.0f}/s, {len(keys):,} suspicions",
-                  end="", file=sys.stderr, flush=True)
+            now_s = perf()
+            rates.append((n, round(500_000 / (now_s - t_chunk))))
+            t_chunk = now_s
+            print(f"replay: {n:,} observations, {rates[-1][1]:,}/s over the last 500,000, "
+                  f"{len(keys):,} suspicions", file=sys.stderr, flush=True)
     t_flush = perf()
     hunter.flush()
     flush_s = perf() - t_flush
     seconds = perf() - t_start
     final = _final_rows(hunter)
     hunter.close()
-    print(file=sys.stderr)
     for row in final:
         rec = keys.get((row["client_ip"], row["domain"]))
         if rec is None:      # stored but never reported (should not happen): keep it visible
@@ -144,6 +146,7 @@ def replay_child(path: Path, db: Path, out: Path) -> int:
         "seconds": round(seconds, 2), "flush_seconds": round(flush_s, 2),
         "hunter_seconds": round(in_hunter + flush_s, 2),
         "rate": round(n / seconds), "hunter_us_per_obs": round(1e6 * in_hunter / max(1, n), 2),
+        "rate_by_chunk": rates,
         "rss_start_mb": round(rss0 / 1024, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "db_mb": round(sum(f.stat().st_size for f in db.parent.glob(db.name + "*")) / 2**20, 1),
@@ -209,7 +212,9 @@ def run_import(data: Path, work: Path) -> dict[str, Any]:
     if listed.returncode != 0:
         raise SystemExit(f"run: `sinkhole suspicions` failed: {listed.stderr[-2000:]}")
     rows = json.loads(listed.stdout or "[]")
-    sus = [{"client_ip": r["client_ip"], "domain": r["domain"], "max_score": r["score"],
+    reported = _reported(state / "hunt.db")
+    sus = [{"client_ip": r["client_ip"], "domain": r["domain"],
+            "max_score": max(r["score"], reported.get((r["client_ip"], r["domain"]), 0)),
             "final_score": r["score"], "count": r["count"], "first_seen": r["first_seen"],
             "last_seen": r["last_seen"], "first_alert": None,
             "signals": [s.get("signal") if isinstance(s, dict) else s for s in r["signals"]]}
@@ -222,9 +227,43 @@ def run_import(data: Path, work: Path) -> dict[str, Any]:
             "output": summary, "suspicions": sus}
 
 
+def _reported(db: Path) -> dict[tuple[str, str], int]:
+    """The highest score each suspicion ever reached (hunt.db's `reported`): an alert once
+    sent stays sent even if a signal is later dropped, so false alerts count that, not the
+    stored score. Read-only; {} when the column is not there."""
+    import sqlite3
+    try:
+        conn = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True)
+        try:
+            return {(ip, dom): rep for ip, dom, rep in
+                    conn.execute("SELECT client_ip, domain, reported FROM suspicions")}
+        finally:
+            conn.close()
+    except sqlite3.Error as err:
+        print(f"run: no `reported` scores in {db} ({err}); using stored scores", file=sys.stderr)
+        return {}
+
+
+def snapshot(work: Path) -> tuple[Path, str]:
+    """A copy of sinkhole/ taken now, for every child of this run: the engine is edited while
+    benchmarks run, and the two paths must judge the same code. Returns (folder, hash)."""
+    pkg = work / "pkg"
+    shutil.copytree(ROOT / "sinkhole", pkg / "sinkhole",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    digest = hashlib.sha256()
+    for f in sorted((pkg / "sinkhole").rglob("*")):
+        if f.is_file():
+            digest.update(str(f.relative_to(pkg)).encode() + b"\0" + f.read_bytes())
+    return pkg, digest.hexdigest()[:12]
+
+
+PKG: Path | None = None     # the snapshot, once taken (first on every child's PYTHONPATH)
+
+
 def _spawn(cmd: list[str], cwd: Path, stdout: Path | None = None) -> tuple[int, float, int]:
     """Run a child; its exit code, wall seconds and its own peak RSS (KiB, from wait4)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    first = str(PKG) if PKG else str(ROOT)
+    env = {**os.environ, "PYTHONPATH": first + os.pathsep + os.environ.get("PYTHONPATH", "")}
     t0 = time.monotonic()
     with open(stdout, "w") if stdout else open(os.devnull, "w") as sink:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=sink if stdout else None)
@@ -350,7 +389,8 @@ def write_report(results: Path, meta: dict[str, Any], runs: dict[str, dict[str, 
                   f"Throughput {r['rate']:,} observations/s over {r['seconds']} s"
                   + (f" (the hunter itself {r['hunter_us_per_obs']} µs per observation, "
                      f"the rest is reading the log)" if "hunter_us_per_obs" in r else "")
-                  + f"; peak RSS {r['peak_rss_mb']} MB; state on disk {r['db_mb']} MB.", ""]
+                  + f"; peak RSS {r['peak_rss_mb']} MB; state on disk {r['db_mb']} MB."
+                  + _chunks(r.get("rate_by_chunk") or []), ""]
         if r.get("output"):
             lines += ["```", *r["output"], "```", ""]
         if ev["false_alert_list"]:
@@ -382,11 +422,20 @@ def write_report(results: Path, meta: dict[str, Any], runs: dict[str, dict[str, 
     (results / meta["md_name"]).write_text("\n".join(lines))
 
 
+def _chunks(rates: list) -> str:
+    """The rate over the run: a hunter that slows as its state grows shows here."""
+    if len(rates) < 2:
+        return ""
+    mid = rates[len(rates) // 2]
+    return (f" Rate per 500,000 observations: {rates[0][1]:,}/s at the start, {mid[1]:,}/s at "
+            f"{mid[0]:,}, {rates[-1][1]:,}/s at {rates[-1][0]:,}.")
+
+
 def _path_doc(path: str) -> str:
     return {"direct": "`read_log` → `Hunter.observe`, one process",
             "import": "`sinkhole import --format jsonl` (history + hunter + retro-hunt), then "
-                      "`sinkhole suspicions --json` (scores as stored at the end; time to "
-                      "alert only from the direct path)"}[path]
+                      "`sinkhole suspicions --json`; score = the highest it reached "
+                      "(hunt.db `reported`); time to alert only from the direct path"}[path]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -409,14 +458,17 @@ def main(argv: list[str] | None = None) -> int:
     results = args.results or (HERE / "results-quick" if args.quick else ROOT / "bench" /
                                "results")
     data = dataset(args.seed, size["devices"], size["days"], args.sites)
-    check_engine()
-    from sinkhole.config import embedded_default
-    hcfg = embedded_default().hunt
-    truth = json.loads((data / "truth.json").read_text())
-    labels = json.loads((data / "labels.json").read_text())
-    runs: dict[str, dict[str, Any]] = {}
+    global PKG
     work = Path(tempfile.mkdtemp(prefix="sinkhole-hunt-bench-"))
+    runs: dict[str, dict[str, Any]] = {}
     try:
+        PKG, code_hash = snapshot(work)
+        sys.path.insert(0, str(PKG))
+        check_engine()
+        from sinkhole.config import embedded_default
+        hcfg = embedded_default().hunt
+        truth = json.loads((data / "truth.json").read_text())
+        labels = json.loads((data / "labels.json").read_text())
         for path in (("direct", "import") if args.mode == "both" else (args.mode,)):
             print(f"run: {path} replay of {truth['observations']:,} queries", file=sys.stderr)
             res = run_direct(data, work) if path == "direct" else run_import(data, work)
@@ -433,8 +485,8 @@ def main(argv: list[str] | None = None) -> int:
     meta = {"command": args.command, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "host": f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
                     f"{platform.python_version()}",
-            "commit": _commit(), "truth": truth, "alert_score": hcfg.alert_score,
-            "learning": hcfg.learning, "md_name": "hunt.md"}
+            "commit": f"{_commit()}, sinkhole/ snapshot {code_hash}", "truth": truth,
+            "alert_score": hcfg.alert_score, "learning": hcfg.learning, "md_name": "hunt.md"}
     write_report(results, meta, runs)
     slim = {k: v for k, v in truth.items() if k != "device_list"}
     out = {"meta": {k: v for k, v in meta.items() if k != "truth"}, "data": slim,

@@ -142,6 +142,9 @@ def _summary(item: Item) -> str:
                 f"({span}), now on {where}")
     if item.kind == "test":
         return "test alert"
+    if item.kind == "connect":
+        return (f"{_who(item)} tried to connect to {escape(item.domain or '?')} on the sinkhole "
+                f"({escape(item.rule)}), {where}: the device acts on the C2 name")
     if item.kind == "suspicion":
         return (f"suspicious: {_who(item)} asked for {escape(item.domain)} {item.count}x "
                 f"({item.category}; {escape(item.rule)}); no list names it yet")

@@ -112,11 +112,13 @@ class AlertPolicy:
         """A blocked query (kind 'query' or 'cname'); a 'retro' event goes to on_retro."""
         if event.kind == "retro":
             return self.on_retro([event])
-        item = item_from_event("hit", event)
+        # A connection to the sinkhole is its own episode: it proves the device acts on the
+        # answer, which the DNS hit before it (inside its cooldown) did not.
+        item = item_from_event("connect" if event.kind == "connect" else "hit", event)
         if SEVERITY_RANK[item.severity] < self.min_rank:
             return []
         now = self.clock()
-        key = (item.client, item.list, item.domain)
+        key = (item.client, item.list, item.domain, item.kind)
         out: list[Outgoing] = []
         ep = self._episodes.get(key)
         if ep is not None and now - ep.last_seen >= self.cooldown:

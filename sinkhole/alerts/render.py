@@ -12,11 +12,13 @@ from typing import Any
 from sinkhole.alerts.payload import iso
 
 TITLES = {"hit": "Blocked query", "retro": "Retro-hunt find", "list-error": "List error",
-          "suspicion": "Suspicious domain (hunting)", "digest": "Alert digest",
+          "suspicion": "Suspicious domain (hunting)", "connect": "Connection to the sinkhole",
+          "digest": "Alert digest",
           "test": "Test alert"}
 ICONS = {"critical": ":rotating_light:", "warning": ":warning:", "info": ":information_source:"}
 ALERTNAMES = {"hit": "SinkholeHit", "retro": "SinkholeRetroHit",
               "list-error": "SinkholeListError", "suspicion": "SinkholeSuspicion",
+              "connect": "SinkholeConnect",
               "test": "SinkholeTest"}
 SLACK_TEXT_MAX = 2900      # Slack rejects a section text over 3000 characters
 SLACK_DIGEST_LINES = 15

@@ -48,6 +48,7 @@ class Pipeline:
         # None: the clock is perf_counter itself, so the latency start doubles as "now".
         self.clock = clock
         self.policy = Policy()
+        self.builtins = next((s for s in self.stages if isinstance(s, BuiltinStage)), None)
 
     def set_policy(self, policy: Policy) -> None:
         """After a reload: every stage that consults the policy gets the new one, in one

@@ -11,6 +11,7 @@ reply bytes, so a cached and a fresh answer can never be rendered differently.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sinkhole.dns.message import Reply, render
@@ -108,12 +109,15 @@ def special_names(cfg: Any) -> dict[str, str]:
 
 
 class BuiltinStage:
-    """Canaries and DDR, answered before the lists: an allowlist entry must not undo them."""
+    """Canaries and DDR, answered before the lists: an allowlist must not undo them."""
 
-    __slots__ = ("names", "blocker")
+    __slots__ = ("names", "answers", "blocker")
 
     def __init__(self, names: dict[str, str], blocker: Any) -> None:
         self.names = names
+        # A reply builder per name, tried first: DDR's SVCB records for our own DoT/DoH
+        # endpoints, filled in once the listeners are bound (their ports are known only then).
+        self.answers: dict[str, Callable[[Query, int], bytes]] = {}
         self.blocker = blocker
 
     def __call__(self, q: Query, client: str, transport: str, limit: int,
@@ -121,6 +125,9 @@ class BuiltinStage:
         action = self.names.get(q.qname)
         if action is None:
             return None
+        build = self.answers.get(q.qname)
+        if build is not None:
+            return Answer(LOCAL, build(q, limit))
         return Answer(LOCAL, self.blocker.answer(q, action, "", q.qname, limit))
 
 

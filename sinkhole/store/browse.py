@@ -59,8 +59,11 @@ def recent_devices(conn: sqlite3.Connection, *, since: float) -> list[dict[str, 
     rows at most: a flooding client's hits are folded into one row per list and second); the
     newest name is then one seek per device."""
     devices: dict[str, dict[str, Any]] = {}
+    # INDEXED BY: without statistics SQLite would rather walk hits_client for the grouping
+    # order and read every hit (seconds on a million) than sort a day's index entries.
     rows = conn.execute("SELECT client_ip, list, severity, sum(count), min(time), max(time) "
-                        "FROM hits WHERE time >= ? GROUP BY client_ip, list, severity", (since,))
+                        "FROM hits INDEXED BY hits_time_devices WHERE time >= ? "
+                        "GROUP BY client_ip, list, severity", (since,))
     for ip, list_name, severity, count, first, last in rows:
         d = devices.get(ip)
         if d is None:

@@ -136,7 +136,9 @@ class HitFindings:
         return _as_findings(conn, rows)
 
     def _update(self, conn: sqlite3.Connection) -> None:
-        low, high = conn.execute("SELECT min(id), max(id) FROM hits").fetchone()
+        # Two subqueries: min() and max() in one SELECT would scan the table for both.
+        low, high = conn.execute("SELECT (SELECT min(id) FROM hits), "
+                                 "(SELECT max(id) FROM hits)").fetchone()
         known = self._bounds
         if known is None or low != known[0] or (high or 0) < (known[1] or 0):
             self._agg = {(ip, ln): [first, last, n] for ip, ln, first, last, n in
