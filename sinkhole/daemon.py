@@ -437,6 +437,9 @@ class Daemon:
         return Admin(db_path=self.config.storage.path, registry=self.metrics.registry,
                      reload=self.reload, last_reload=lambda: self.lists.last_result,
                      lists=self.list_rows,
+                     flush_history=lambda: asyncio.to_thread(self.store.flush),
+                     policy=lambda: self.lists.policy, config=self.config,
+                     client_name=self.client_names.name_for, wake_alerts=self.alerts.wake,
                      serving=lambda: self.serving, ready=lambda: self.serving and self.ready)
 
     async def _start_http(self, stack: AsyncExitStack, hp: HostPort) -> None:

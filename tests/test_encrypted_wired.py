@@ -108,5 +108,5 @@ def test_a_device_connecting_to_the_sinkhole_is_a_connect_hit_and_alert(wired) -
                          check=False)
     rows = [h for h in json.loads(res.stdout) if h["kind"] == "connect"]
     assert rows and rows[0]["qname"] == "backup.evil.test" and rows[0]["client_ip"] == "127.0.0.9"
-    assert "sni=backup.evil.test" in rows[0]["rule"]
+    assert rows[0]["sni"] == "backup.evil.test" and rows[0]["port"] == port
 

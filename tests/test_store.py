@@ -110,7 +110,7 @@ def test_hits_sightings_and_filters(db: Path) -> None:
     assert [r["time"] for r in rows] == [NOW + 120, NOW + 60, NOW + 30, NOW]
     assert list(rows[0]) == ["id", "time", "client_ip", "client_name", "qname", "qtype", "list",
                              "category", "severity", "rule", "action", "transport", "kind",
-                             "first_seen", "last_seen", "count"]
+                             "first_seen", "last_seen", "count", "sni", "host", "port"]
     assert rows[2]["kind"] == "cname" and rows[2]["transport"] == "tcp"
     assert len(query_hits(conn, client="10.0.0.23")) == 3
     assert len(query_hits(conn, client="alice-iphone")) == 2  # the name *at the time*
@@ -301,7 +301,7 @@ def test_v1_database_is_upgraded(db: Path) -> None:
     store.close()
     conn = open_reader(str(db))
     version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    assert int(version[0]) == SCHEMA_VERSION == 4
+    assert int(version[0]) == SCHEMA_VERSION
     assert query_hits(conn)[0]["qname"] == "v1.example"
     assert query_history(conn, name="v3.example")[0]["count"] == 1
     assert conn.execute("SELECT count(*) FROM outbox").fetchone()[0] == 1

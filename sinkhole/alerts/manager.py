@@ -108,6 +108,12 @@ class AlertManager:
         except Exception:
             log.exception("alerting failed for a suspicion")
 
+    def wake(self) -> None:
+        """Something was put back in the outbox (a resend from the console): send now, not at
+        the sender's next poll."""
+        if self._sender is not None:
+            self._sender.wake()
+
     def on_list_error(self, list_name: str, error: str) -> None:
         try:
             self._emit(self.policy.on_list_error(list_name, error))

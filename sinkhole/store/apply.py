@@ -11,8 +11,8 @@ from .events import AlertOp, HitEvent, MarkOp, storable
 from .history import LAST_HOUR_SLACK
 
 _INSERT_HIT = """INSERT INTO hits(time, client_ip, client_name, qname, qtype, list, category,
-    severity, rule, action, transport, kind, first_seen, last_seen, count)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+    severity, rule, action, transport, kind, first_seen, last_seen, count, sni, host, port)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 
 # The latest hit decides the name and list shown for a device; a late-arriving older hit
 # (or a retro hit, whose sighting lies in the past) only widens first/last seen.
@@ -44,7 +44,8 @@ def apply_hit(conn: sqlite3.Connection, ev: HitEvent) -> None:
     conn.execute(_INSERT_HIT, (
         ev.time, ip, name, qname, storable(ev.qtype), storable(ev.list),
         storable(ev.category), storable(ev.severity), storable(ev.rule), storable(ev.action),
-        storable(ev.transport), ev.kind, ev.first_seen, ev.last_seen, ev.count))
+        storable(ev.transport), ev.kind, ev.first_seen, ev.last_seen, ev.count,
+        storable(ev.sni), storable(ev.host), ev.port))
     first = ev.first_seen if ev.first_seen is not None else ev.time
     last = ev.last_seen if ev.last_seen is not None else ev.time
     conn.execute(_UPSERT_SIGHTING, (ip, qname, name, storable(ev.list), first, last, ev.count))

@@ -28,7 +28,7 @@ from .schema import SCHEMA_VERSION, StoreError, check_version, read_version
 
 HIT_KEYS = ("id", "time", "client_ip", "client_name", "qname", "qtype", "list", "category",
             "severity", "rule", "action", "transport", "kind", "first_seen", "last_seen",
-            "count")
+            "count", "sni", "host", "port")
 _SEEK_CHUNK = 500  # name ids per statement: keeps each IN-list seek plan small
 
 

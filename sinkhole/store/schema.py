@@ -114,6 +114,13 @@ MIGRATIONS: Sequence[Sequence[str]] = (
         "CREATE INDEX hits_client_names ON hits(client_ip, time, client_name, count)",
         "DROP INDEX IF EXISTS hits_client",
     ),
+    # v6: a hit of kind 'connect' (a device connected to the sinkhole address) carries what it
+    # sent first: the TLS server name or the HTTP Host, and the port.
+    (
+        "ALTER TABLE hits ADD COLUMN sni TEXT",
+        "ALTER TABLE hits ADD COLUMN host TEXT",
+        "ALTER TABLE hits ADD COLUMN port INTEGER",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
