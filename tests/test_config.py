@@ -29,7 +29,7 @@ BAD = [
     ("log: {format: xml}", "log.format: 'xml' is not one of: text, json"),
     ("access: {allow: ['10.0.0.0/33']}", "access.allow[0]: '10.0.0.0/33' is not an IP network"),
     ("cache: 5", "cache: expected a mapping, found an integer"),
-    ("listen: {dnss: []}", "listen.dnss: unknown key (known: dns, http)"),
+    ("listen: {dnss: []}", "listen.dnss: unknown key (known: dns, doh, dot, http)"),
     ("upstream: []", "upstream: unknown key"),
     ("- a list", "config: expected a mapping, found a list"),
 ]
@@ -76,7 +76,9 @@ log:
 def test_embedded_default_is_loopback_only() -> None:
     cfg = load_config(None)
     plain = to_plain(cfg)
-    assert plain["listen"] == {"dns": ["127.0.0.1:5353"], "http": "127.0.0.1:9153"}
+    assert plain["listen"] == {"dns": ["127.0.0.1:5353"], "http": "127.0.0.1:9153", "dot": [],
+                               "doh": []}
+    assert [b["name"] for b in plain["blocklists"]] == ["triangulation"]   # the first run blocks
     assert "0.0.0.0/0" not in plain["access"]["allow"]
 
 

@@ -495,3 +495,14 @@ def test_hunter_accepts_the_config_defaults(tmp_path: Path) -> None:
     h = Hunter(cfg, str(tmp_path / "h.db"), clock=lambda: 0.0)
     h.observe(obs(T0, PHONE, "www.example.com"))
     h.close()
+
+
+def test_an_idle_suspicion_is_closed_in_memory_and_reopened_from_the_table(run: Run) -> None:
+    run.feed(obs(AFTER, PHONE, "www.fresh-site.com"))
+    later = AFTER + 2 * 86400.0
+    run.feed(obs(later, LAPTOP, "www.example.com"))
+    run.hunter.flush()
+    assert (PHONE, "fresh-site.com") not in run.hunter._cases   # memory holds the active ones
+    run.feed(obs(later + 1, PHONE, "www.fresh-site.com"))
+    row = run.row(PHONE, "fresh-site.com")
+    assert row["count"] == 2 and row["last_seen"] == later + 1

@@ -42,11 +42,15 @@ CONTEXT = 8              # queries of a device kept as the context of a new susp
 NAME_CACHE = 65_536      # qname -> (domain, kind)
 DEVICE_CAP = 50_000      # devices with context and sequence state
 PAIR_CAP = 20_000        # (device, newly seen or rare domain) pairs with signal state
-CASE_CAP = 20_000        # open suspicions in memory (the table keeps more)
+CASE_CAP = 20_000        # open suspicions in memory (the table keeps more) ...
+CASE_IDLE = 86400.0      # ... and only those active in the last day
 SUSPICIONS_MAX = 100_000  # rows in the suspicions table
-FLUSH_EVERY = 20_000     # observations per batch ...
-FLUSH_SPAN = 3600.0      # ... or this much observation time (imports run faster) ...
-FLUSH_WALL = 5.0         # ... or this much wall time, whichever comes first
+# observe() flushes every FLUSH_EVERY observations or FLUSH_SPAN of observation time (the
+# daemon's hunter thread also flushes every few seconds of wall time). Not on `clock`: an
+# import passes the log's own clock, and a flush every few seconds of log time is a flush
+# every few observations.
+FLUSH_EVERY = 20_000
+FLUSH_SPAN = 3600.0
 
 _NEWLY = ("newly_seen", "rare")
 
@@ -100,7 +104,7 @@ class Hunter:
         self._load()
         self._n = 0
         self._flush_t = math.inf
-        self._flush_wall = clock() + FLUSH_WALL
+        self._latest = -math.inf
 
     # --- the hot path -------------------------------------------------------------------
 
@@ -109,8 +113,9 @@ class Hunter:
         whose score rose."""
         t = obs.time
         self._n += 1
-        if self._n >= FLUSH_EVERY or t >= self._flush_t or (
-                not self._n & 63 and self._clock() >= self._flush_wall):
+        if t > self._latest:
+            self._latest = t
+        if self._n >= FLUSH_EVERY or t >= self._flush_t:
             self.flush()
         qname = obs.qname
         info = self._names.get(qname)
@@ -168,6 +173,12 @@ class Hunter:
             self._dga(obs, dev, domain, raised)
         key = (ip, domain)
         pair = self._pair(key)
+        if not pair.checked:
+            pair.checked = True
+            if not self._complete and key not in self._cases:
+                closed = state.get_case(self._conn, ip, domain)  # re-opened: counts again
+                if closed is not None:
+                    self._hold(key, closed)
         reason = pair.beacon(t)
         if pair.dirty:
             self._dirty_pairs.add(key)
@@ -371,12 +382,14 @@ class Hunter:
         (logged once per outage) and carry on hunting."""
         self._n = 0
         self._flush_t = math.inf
-        self._flush_wall = self._clock() + FLUSH_WALL
         conn = self._conn
         try:
             conn.execute("BEGIN IMMEDIATE")
             if self._meta_dirty and self._start is not None:
                 state.put_meta(conn, "start", repr(self._start))
+            # When the state was last written, on the caller's clock (the CLI can tell a
+            # stale hunt.db from a quiet network).
+            state.put_meta(conn, "written", repr(self._clock()))
             self._seen.write(conn)
             state.put_devices(conn, ((ip, f, last) for ip, (f, last) in
                                      self._dirty_devices.items()))
@@ -390,11 +403,13 @@ class Hunter:
         except sqlite3.Error as err:
             if conn.in_transaction:
                 conn.rollback()
-            self._seen.rolled_back()
             if not self._failing:
-                log.error("hunt: cannot write %s, hunting state stays in memory: %s",
-                          "hunt.db", err)
+                log.error("hunt: cannot write hunt.db, hunting state stays in memory: %s", err)
             self._failing = True
+            if self._seen.rolled_back() or len(self._dirty_devices) > DEVICE_CAP:
+                log.error("hunt: hunt.db still not writable, unwritten hunting state dropped")
+                self._dirty_devices.clear()
+                self._deleted.clear()
             return
         if self._failing:
             log.warning("hunt: writing hunting state again")
@@ -419,15 +434,22 @@ class Hunter:
                        " ".join(f"{x:.3f}" for x in pair.times), pair.regular_since)
 
     def _shed_cases(self) -> None:
-        """Keep the open suspicions under CASE_CAP: the least recently active are closed
-        (they stay in the table; a later query re-opens them from there)."""
-        extra = len(self._cases) - CASE_CAP
-        if extra <= 0:
-            return
-        oldest = sorted(self._cases.items(), key=lambda kv: kv[1].last_seen)
-        for key, _ in oldest[:extra + CASE_CAP // 4]:
+        """Close the suspicions idle for CASE_IDLE, and the least recently active beyond
+        CASE_CAP: they stay in the table, and a later query re-opens them from there."""
+        idle = [k for k, c in self._cases.items() if c.last_seen < self._latest - CASE_IDLE]
+        extra = len(self._cases) - len(idle) - CASE_CAP
+        if extra > 0:
+            busy = sorted((kv for kv in self._cases.items()
+                           if kv[1].last_seen >= self._latest - CASE_IDLE),
+                          key=lambda kv: kv[1].last_seen)
+            idle += [k for k, _ in busy[:extra + CASE_CAP // 4]]
+        for key in idle:
             self._forget(key)
-        self._complete = False
+            pair = self._pairs.get(key)
+            if pair is not None:
+                pair.checked = False
+        if idle:
+            self._complete = False
 
     def close(self) -> None:
         self.flush()

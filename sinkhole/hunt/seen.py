@@ -114,8 +114,18 @@ class DomainMemory:
                 del self._cache[name]
             self._complete = False
 
-    def rolled_back(self) -> None:
-        self._evicted = []  # the batch stays pending and is written by the next flush
+    def rolled_back(self) -> bool:
+        """The batch stays pending for the next flush, up to the cache's size: beyond it (a
+        long database outage) it is dropped, so memory stays bounded. True if dropped."""
+        self._evicted = []
+        if len(self._dirty) <= self._cache_max:
+            return False
+        for name in self._dirty:
+            self._cache.pop(name, None)
+        self._dirty.clear()
+        self._new = 0
+        self._complete = False
+        return True
 
     def rows(self) -> int:
         return self._rows

@@ -70,7 +70,7 @@ class Pair:
     """What one device did with one newly seen or rare domain, for the signals below."""
 
     __slots__ = ("times", "regular_since", "win_t", "win_names", "win_len", "txt_t",
-                 "txt_names", "dirty")
+                 "txt_names", "dirty", "checked")
 
     def __init__(self, times: list[float] | None = None, regular_since: float | None = None):
         self.times: deque[float] = deque(times or (), maxlen=BEACON_RING)
@@ -81,6 +81,7 @@ class Pair:
         self.txt_t = -math.inf
         self.txt_names: set[int] = set()
         self.dirty = False
+        self.checked = False  # the hunter looked for a closed suspicion of this pair
 
     def beacon(self, t: float) -> str | None:
         """Record a query time; the reason text when the pair is (still) a beacon.
