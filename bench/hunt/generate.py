@@ -151,7 +151,9 @@ class World:
     def _domain(self, category: str, tld: str | None = None) -> str:
         while True:
             d = f"{self._word()}.{tld or self.rng.choice(self.tlds)}"
-            if d not in self.used:
+            # A made-up name can happen to be a real public suffix (roxa.org is one, in the
+            # PSL's private section): then every host under it is its own registrable domain.
+            if d not in self.used and self.psl.privatesuffix(d) == d:
                 self.used.add(d)
                 self.labels[d] = category
                 return d

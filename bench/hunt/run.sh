@@ -2,7 +2,7 @@
 # The hunting evaluation (issue 14): generate an office month (cached by seed), replay it through
 # the hunter directly and through `sinkhole import`, write bench/results/hunt.{md,json}.
 #
-#   bash bench/hunt/run.sh              # 320 devices x 30 days
+#   bash bench/hunt/run.sh              # 300 devices x 30 days (5.9M queries)
 #   QUICK=1 bash bench/hunt/run.sh      # 50 devices x 10 days, under a minute, into
 #                                       # bench/hunt/results-quick/
 #   SEED=7 MODE=direct bash bench/hunt/run.sh

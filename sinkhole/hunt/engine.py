@@ -141,9 +141,8 @@ class Hunter:
         if kind == ALLOWED:
             if domain in self._seq_domains and not learning:
                 self._sequence(obs, dev, domain, False, False, raised)
-            return self._report(raised)
-        dom, created = self._seen.lookup(domain, t)
-        change = self._seen.touch(domain, dom, ip, t)
+            return self._report(raised) if raised else []
+        dom, created, change = self._seen.see(domain, ip, t)
         if change and not learning:
             self._rarity_changed(domain, dom, change)
         if learning:
@@ -154,7 +153,7 @@ class Hunter:
             self._sequence(obs, dev, domain, False, True, raised)
         if domain in self._by_domain:
             self._add_evidence(ip, domain, obs)
-        return self._report(raised)
+        return self._report(raised) if raised else []
 
     def _hunt(self, obs: Observation, dev: Device, domain: str, kind: int, dom: Dom,
               created: bool, raised: list[Case]) -> None:
@@ -311,8 +310,6 @@ class Hunter:
         self._dirty_cases.add((ip, domain))
 
     def _report(self, raised: list[Case]) -> list[Suspicion]:
-        if not raised:
-            return []
         out = []
         for case in dict.fromkeys(raised):
             snap = case.report()

@@ -57,6 +57,19 @@ class DomainMemory:
     def __len__(self) -> int:
         return len(self._cache)
 
+    def see(self, domain: str, ip: str, t: float) -> tuple[Dom, bool, int]:
+        """Record that `ip` asked `domain`: (its record, True if never seen before, the
+        rarity change from touch()). One call on the hot path instead of two."""
+        dom = self._cache.get(domain)
+        if dom is not None and dom.devs is None:   # the common case: a common domain
+            if t > dom.last:
+                dom.last = t
+                if t - dom.written >= COARSE:
+                    self._dirty[domain] = dom
+            return dom, False, 0
+        dom, created = self.lookup(domain, t)
+        return dom, created, self.touch(domain, dom, ip, t)
+
     def lookup(self, domain: str, t: float) -> tuple[Dom, bool]:
         """The domain's record, and True if this network never saw it (now recorded)."""
         dom = self._cache.get(domain)

@@ -217,6 +217,11 @@ def _bind_udp_tcp(host: str, attempts: int = 50) -> tuple[socket.socket, socket.
     family = _family(host)
     for _ in range(attempts):
         udp = socket.socket(family, socket.SOCK_DGRAM)
+        # A Python peer answers ~1,000 q/s; a burst from the daemon under test must queue in
+        # the kernel, not overflow the default ~200 KB buffer (lost queries look like an
+        # upstream timeout of the daemon's and fail tests for the wrong reason).
+        with contextlib.suppress(OSError):
+            udp.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         udp.bind((host, 0))
         tcp = socket.socket(family, socket.SOCK_STREAM)
         tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
