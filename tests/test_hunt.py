@@ -502,7 +502,7 @@ def test_an_idle_suspicion_is_closed_in_memory_and_reopened_from_the_table(run: 
     later = AFTER + 2 * 86400.0
     run.feed(obs(later, LAPTOP, "www.example.com"))
     run.hunter.flush()
-    assert (PHONE, "fresh-site.com") not in run.hunter._cases   # memory holds the active ones
+    assert (PHONE, "fresh-site.com") not in run.hunter._book.cases  # only the active ones
     run.feed(obs(later + 1, PHONE, "www.fresh-site.com"))
     row = run.row(PHONE, "fresh-site.com")
     assert row["count"] == 2 and row["last_seen"] == later + 1

@@ -29,6 +29,7 @@ from sinkhole.config.loader import format_duration
 from sinkhole.events import Observation
 from sinkhole.hunt import signals as sig
 from sinkhole.hunt import state
+from sinkhole.hunt.cases import NEWLY, CaseBook
 from sinkhole.hunt.domains import ALLOWED, SKIP, TRACK, classify, quiet_set
 from sinkhole.hunt.model import Case, Suspicion
 from sinkhole.hunt.seen import BECAME_COMMON, COARSE, Dom, DomainMemory
@@ -42,17 +43,12 @@ CONTEXT = 8              # queries of a device kept as the context of a new susp
 NAME_CACHE = 65_536      # qname -> (domain, kind)
 DEVICE_CAP = 50_000      # devices with context and sequence state
 PAIR_CAP = 20_000        # (device, newly seen or rare domain) pairs with signal state
-CASE_CAP = 20_000        # open suspicions in memory (the table keeps more) ...
-CASE_IDLE = 86400.0      # ... and only those active in the last day
-SUSPICIONS_MAX = 100_000  # rows in the suspicions table
 # observe() flushes every FLUSH_EVERY observations or FLUSH_SPAN of observation time (the
 # daemon's hunter thread also flushes every few seconds of wall time). Not on `clock`: an
 # import passes the log's own clock, and a flush every few seconds of log time is a flush
 # every few observations.
 FLUSH_EVERY = 20_000
 FLUSH_SPAN = 3600.0
-
-_NEWLY = ("newly_seen", "rare")
 
 
 class Device:
@@ -94,14 +90,12 @@ class Hunter:
         self._names: dict[str, tuple[str, int]] = {}
         self._devices: dict[str, Device] = {}
         self._pairs: dict[tuple[str, str], sig.Pair] = {}
-        self._cases: dict[tuple[str, str], Case] = {}
-        self._by_domain: dict[str, set[str]] = {}
         self._dirty_pairs: set[tuple[str, str]] = set()
-        self._dirty_cases: set[tuple[str, str]] = set()
-        self._deleted: set[tuple[str, str]] = set()
+        self._book = CaseBook(self._conn)
+        self._by_domain = self._book.by_domain
         self._meta_dirty = False
         self._failing = False
-        self._load()
+        self._load_pairs()
         self._n = 0
         self._flush_t = math.inf
         self._latest = -math.inf
@@ -152,7 +146,7 @@ class Hunter:
         elif domain in self._seq_domains:
             self._sequence(obs, dev, domain, False, True, raised)
         if domain in self._by_domain:
-            self._add_evidence(ip, domain, obs)
+            self._book.asked(ip, domain, obs)
         return self._report(raised) if raised else []
 
     def _hunt(self, obs: Observation, dev: Device, domain: str, kind: int, dom: Dom,
@@ -174,10 +168,7 @@ class Hunter:
         pair = self._pair(key)
         if not pair.checked:
             pair.checked = True
-            if not self._complete and key not in self._cases:
-                closed = state.get_case(self._conn, ip, domain)  # re-opened: counts again
-                if closed is not None:
-                    self._hold(key, closed)
+            self._book.reopen(key)     # a closed suspicion of the pair counts again
         reason = pair.beacon(t)
         if pair.dirty:
             self._dirty_pairs.add(key)
@@ -188,7 +179,7 @@ class Hunter:
             reason = pair.tunnel(t, qname, len(sub))
             if reason:
                 self._raise(self._case(ip, domain, obs, dev), "tunnel", reason, dom, raised)
-            case = self._cases.get(key)
+            case = self._book.cases.get(key)
             if case is None or "entropy" not in case.signals:
                 reason = sig.entropy_reason(qname, sub)
                 if reason:
@@ -244,32 +235,14 @@ class Hunter:
     # --- suspicions -----------------------------------------------------------------------
 
     def _case(self, ip: str, domain: str, obs: Observation, dev: Device) -> Case:
-        """The open suspicion of (device, domain), re-opened from the table or created (its
-        evidence starts with the device's queries before this one)."""
-        key = (ip, domain)
-        case = self._cases.get(key)
-        if case is not None:
-            return case
-        if not self._complete:
-            case = state.get_case(self._conn, ip, domain)
-        if case is None:
-            case = Case(ip, obs.client_name, domain, obs.time, obs.time)
-            case.evidence.extend(islice(dev.recent, len(dev.recent) - 1))
-        self._hold(key, case)
-        return case
-
-    def _hold(self, key: tuple[str, str], case: Case) -> None:
-        self._cases[key] = case
-        self._by_domain.setdefault(key[1], set()).add(key[0])
-        self._dirty_cases.add(key)
-        self._deleted.discard(key)
+        return self._book.open(ip, domain, obs, islice(dev.recent, len(dev.recent) - 1))
 
     def _raise(self, case: Case, key: str, reason: str, dom: Dom | None,
                raised: list[Case], *, signal: str | None = None, **extra: Any) -> None:
         case.set_signal(key, signal or key, reason, **extra)
         if dom is not None and dom.devs is not None:
             case.set_signal("rare", "rare", self._rare_reason(dom))
-        self._dirty_cases.add((case.client_ip, case.domain))
+        self._book.changed(case)
         raised.append(case)
 
     def _rare_reason(self, dom: Dom) -> str:
@@ -280,34 +253,15 @@ class Hunter:
     def _rarity_changed(self, domain: str, dom: Dom, change: int) -> None:
         """A new asker: the rare reason says so; one too many: newly_seen and rare go (a new
         company-wide endpoint is rare only for its first minutes)."""
-        if change == BECAME_COMMON and not self._complete:
-            for case in state.cases_for_domains(self._conn, [domain]):
-                if (case.client_ip, domain) not in self._cases:
-                    self._hold((case.client_ip, domain), case)
-        for ip in list(self._by_domain.get(domain, ())):
-            key = (ip, domain)
-            case = self._cases[key]
-            if change != BECAME_COMMON:
-                if "rare" in case.signals:
-                    case.set_signal("rare", "rare", self._rare_reason(dom))
-                    self._dirty_cases.add(key)
-            elif case.drop_signals(_NEWLY):
-                if case.signals:
-                    self._dirty_cases.add(key)
-                else:
-                    self._forget(key)
-                    self._deleted.add(key)
-
-    def _add_evidence(self, ip: str, domain: str, obs: Observation) -> None:
-        case = self._cases.get((ip, domain))
-        if case is None:
+        if change == BECAME_COMMON:
+            for case in self._book.of_domain(domain):
+                self._book.demote(case, NEWLY)
             return
-        case.count += 1
-        case.last_seen = obs.time
-        case.evidence.append((obs.time, obs.qname, obs.qtype))
-        if obs.client_name:
-            case.client_name = obs.client_name
-        self._dirty_cases.add((ip, domain))
+        for ip in self._by_domain.get(domain, ()):
+            case = self._book.cases[(ip, domain)]
+            if "rare" in case.signals:
+                case.set_signal("rare", "rare", self._rare_reason(dom))
+                self._book.changed(case)
 
     def _report(self, raised: list[Case]) -> list[Suspicion]:
         out = []
@@ -316,15 +270,6 @@ class Hunter:
             if snap is not None:
                 out.append(snap)
         return out
-
-    def _forget(self, key: tuple[str, str]) -> None:
-        self._cases.pop(key, None)
-        self._dirty_cases.discard(key)
-        ips = self._by_domain.get(key[1])
-        if ips is not None:
-            ips.discard(key[0])
-            if not ips:
-                del self._by_domain[key[1]]
 
     # --- bounded state --------------------------------------------------------------------
 
@@ -360,14 +305,8 @@ class Hunter:
         self._learn_until = t + self._cfg.learning
         self._meta_dirty = True
 
-    def _load(self) -> None:
-        """Re-open the most recent suspicions and beacon rings after a restart."""
-        cases = state.recent_cases(self._conn, CASE_CAP)
-        for case in cases:
-            key = (case.client_ip, case.domain)
-            self._cases[key] = case
-            self._by_domain.setdefault(case.domain, set()).add(case.client_ip)
-        self._complete = len(cases) < CASE_CAP  # every row of the table is in memory
+    def _load_pairs(self) -> None:
+        """Re-open the most recent beacon rings after a restart."""
         for ip, domain, times, regular_since in state.load_pairs(self._conn, PAIR_CAP):
             self._pairs[(ip, domain)] = sig.Pair([float(x) for x in times.split()],
                                                  regular_since)
@@ -393,9 +332,7 @@ class Hunter:
             state.trim_devices(conn, DEVICE_CAP)
             state.put_pairs(conn, self._pair_rows())
             state.trim_pairs(conn, PAIR_CAP)
-            state.put_cases(conn, (self._cases[k] for k in self._dirty_cases))
-            state.delete_cases(conn, self._deleted)
-            state.trim_cases(conn, SUSPICIONS_MAX)
+            self._book.write(conn)
             conn.execute("COMMIT")
         except sqlite3.Error as err:
             if conn.in_transaction:
@@ -403,10 +340,10 @@ class Hunter:
             if not self._failing:
                 log.error("hunt: cannot write hunt.db, hunting state stays in memory: %s", err)
             self._failing = True
+            self._book.rolled_back()
             if self._seen.rolled_back() or len(self._dirty_devices) > DEVICE_CAP:
                 log.error("hunt: hunt.db still not writable, unwritten hunting state dropped")
                 self._dirty_devices.clear()
-                self._deleted.clear()
             return
         if self._failing:
             log.warning("hunt: writing hunting state again")
@@ -419,9 +356,10 @@ class Hunter:
             if pair is not None:
                 pair.dirty = False
         self._dirty_pairs.clear()
-        self._dirty_cases.clear()
-        self._deleted.clear()
-        self._shed_cases()
+        for key in self._book.committed(self._latest):   # closed: re-opened on next query
+            pair = self._pairs.get(key)
+            if pair is not None:
+                pair.checked = False
 
     def _pair_rows(self) -> Iterable[tuple[str, str, float, str, Any]]:
         for key in self._dirty_pairs:
@@ -429,24 +367,6 @@ class Hunter:
             if pair is not None and pair.times:
                 yield (key[0], key[1], pair.times[-1],
                        " ".join(f"{x:.3f}" for x in pair.times), pair.regular_since)
-
-    def _shed_cases(self) -> None:
-        """Close the suspicions idle for CASE_IDLE, and the least recently active beyond
-        CASE_CAP: they stay in the table, and a later query re-opens them from there."""
-        idle = [k for k, c in self._cases.items() if c.last_seen < self._latest - CASE_IDLE]
-        extra = len(self._cases) - len(idle) - CASE_CAP
-        if extra > 0:
-            busy = sorted((kv for kv in self._cases.items()
-                           if kv[1].last_seen >= self._latest - CASE_IDLE),
-                          key=lambda kv: kv[1].last_seen)
-            idle += [k for k, _ in busy[:extra + CASE_CAP // 4]]
-        for key in idle:
-            self._forget(key)
-            pair = self._pairs.get(key)
-            if pair is not None:
-                pair.checked = False
-        if idle:
-            self._complete = False
 
     def close(self) -> None:
         self.flush()
@@ -466,24 +386,6 @@ class Hunter:
         of a listed subdomain) record `listed_by` and become hits. Returns how many
         suspicions were newly marked."""
         self.flush()
-        suspected = {r[0] for r in self._conn.execute("SELECT DISTINCT domain FROM suspicions")}
-        hits = set()
-        for name in domain_names:
-            name = name.strip().lower().rstrip(".").removeprefix("*.")
-            while name:
-                if name in suspected:
-                    hits.add(name)
-                name = name.partition(".")[2]
-        marked = 0
-        for case in state.cases_for_domains(self._conn, hits):
-            key = (case.client_ip, case.domain)
-            case = self._cases.get(key) or case
-            if list_name in case.listed_by:
-                continue
-            case.listed_by.append(list_name)
-            case.set_signal(f"listed:{list_name}", "listed", f"named by list {list_name!r}",
-                            list=list_name)
-            self._hold(key, case)
-            marked += 1
+        marked = self._book.mark_listed(domain_names, list_name)
         self.flush()
         return marked

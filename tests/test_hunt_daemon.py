@@ -1,0 +1,88 @@
+"""Hunting in the running daemon: a Triangulation-like chain that no list names — iMessage,
+an attachment fetch, then two never-seen domains — from one phone raises a `suspicion` alert
+naming the device, and `sinkhole suspicions --json` shows it. The daemon's clock is the test's,
+so the learning period and "a device known for a day" pass without waiting."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import FakeClock, sinkhole_cmd, subprocess_env, write_config
+from tests.peers.dnsserver import FakeUpstream
+from tests.peers.receiver import Receiver
+
+PHONE = "127.0.0.9"
+
+
+def wait_for(cond: Any, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        threading.Event().wait(0.02)
+
+
+def test_triangulation_like_chain_alerts_naming_the_phone(make_daemon, upstream: FakeUpstream,
+                                                         tmp_path: Path) -> None:
+    clock = FakeClock()
+    rx = Receiver().start()
+    try:
+        raw = {"upstreams": [upstream.url()], "reload": {"watch": False},
+               "clients": {"names": {PHONE: "ceo-iphone"}},
+               "hunt": {"learning": "1h"},
+               "storage": {"path": str(tmp_path / "state" / "sinkhole.db")},
+               "alerts": {"sinks": [{"type": "webhook", "url": rx.url()}],
+                          "digest_window": "0s"}}
+        d = make_daemon(raw, clock=clock)
+
+        def ask(name: str, after: float = 0.0) -> None:
+            clock.advance(after)
+            assert d.query(name, "A", source=PHONE).answer
+
+        for name in ("www.apple.com", "news.example.com", "mail.example.org"):
+            ask(name)                                  # the phone, during the learning period
+        clock.advance(2 * 86400)                       # learning over; the phone is known
+        ask("mail.example.org")
+        ask("p57-identity.ess.apple.com", 60)          # iMessage
+        ask("p57-content.icloud.com", 20)              # the attachment
+        ask("weatherstatsfeed.com", 30)                # a never-seen domain...
+        ask("cdn.tinyupdatesvc.net", 40)               # ...and a second one
+        alerts = [a.json for a in rx.wait_for(1, timeout=20)]
+        assert alerts[0]["kind"] == "suspicion", alerts
+        assert alerts[0]["client"] == {"ip": PHONE, "name": "ceo-iphone"}
+        assert alerts[0]["domain"] in ("weatherstatsfeed.com", "tinyupdatesvc.net")
+        assert d.metric("sinkhole_suspicions_total", {"signal": "sequence"}) >= 1
+        d.stop()                                       # the hunter writes its state on stop
+
+        cfg = write_config(tmp_path, {"storage": {"path": d.config.storage.path}})
+        res = subprocess.run([*sinkhole_cmd(), "suspicions", "--json", "--min-score", "80",
+                              "-c", str(cfg)], capture_output=True, text=True, timeout=60,
+                             env=subprocess_env(), check=False)
+        assert res.returncode == 0, res.stderr
+        rows = json.loads(res.stdout)
+        assert rows and all(set(r) == {"client_ip", "client_name", "domain", "score",
+                                       "signals", "first_seen", "last_seen", "count"}
+                            for r in rows)
+        mine = {r["domain"]: r for r in rows if r["client_ip"] == PHONE}
+        assert {"weatherstatsfeed.com", "tinyupdatesvc.net"} <= set(mine), rows
+        assert any(s["signal"] == "sequence" for s in mine["weatherstatsfeed.com"]["signals"])
+        assert not {"apple.com", "icloud.com"} & set(mine)   # the allowlist: never suspected
+    finally:
+        rx.stop()
+
+
+def test_nothing_is_suspected_during_the_learning_period(make_daemon, upstream: FakeUpstream,
+                                                         tmp_path: Path) -> None:
+    clock = FakeClock()
+    d = make_daemon({"upstreams": [upstream.url()], "hunt": {"learning": "7d"}}, clock=clock)
+    for name in ("p1.ess.apple.com", "p1-content.icloud.com", "weatherstatsfeed.com",
+                 "cdn.tinyupdatesvc.net"):
+        clock.advance(30)
+        assert d.query(name, "A", source=PHONE).answer
+    wait_for(lambda: d.daemon.hunt.observed >= 4)
+    assert d.metric("sinkhole_suspicions_total", {"signal": "sequence"}) == 0
+    assert d.metric("sinkhole_suspicion_alerts_total") == 0
