@@ -3,6 +3,7 @@ security console under /ui/ (sinkhole.ui; `/` redirects there)."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -70,6 +71,7 @@ def build_app(admin: Admin, token: str | None = None) -> web.Application:
     app.router.add_get("/api/v1/clients", clients)
     app.router.add_get("/api/v1/history", history)
     app.router.add_get("/api/v1/findings", findings)
+    app.router.add_get("/api/v1/suspicions", suspicions)
     return app
 
 
@@ -147,6 +149,28 @@ async def findings(request: web.Request) -> web.Response:
                                 offset=offset)
     return web.json_response({"items": found["items"], "count": len(found["items"]),
                               "total": found["total"]}, dumps=_dumps)
+
+
+async def suspicions(request: web.Request) -> web.Response:
+    """GET /api/v1/suspicions?since=7d&min_score=80&limit=: what hunting found, highest score
+    first (the rows of `sinkhole suspicions --json`, plus `evidence` and `listed_by`)."""
+    import os
+
+    from sinkhole.hunt import read_suspicions
+    admin = request.app[ADMIN_KEY]
+    q = request.query
+    try:
+        min_score = int(q.get("min_score", 0))
+    except ValueError:
+        raise BadRequest("min_score must be an integer") from None
+    limit, _offset = _paging(q)
+    if admin.config is None:
+        return web.json_response({"items": [], "count": 0})
+    path = os.path.join(os.path.dirname(admin.config.storage.path), "hunt.db")
+    rows = await asyncio.to_thread(
+        lambda: read_suspicions(path, since=_since(q), min_score=min_score, limit=limit)
+        if os.path.exists(path) else [])
+    return web.json_response({"items": rows, "count": len(rows)}, dumps=_dumps)
 
 
 async def clients(request: web.Request) -> web.Response:

@@ -56,6 +56,11 @@ def test_triangulation_like_chain_alerts_naming_the_phone(make_daemon, upstream:
         assert alerts[0]["client"] == {"ip": PHONE, "name": "ceo-iphone"}
         assert alerts[0]["domain"] in ("weatherstatsfeed.com", "tinyupdatesvc.net")
         assert d.metric("sinkhole_suspicions_total", {"signal": "sequence"}) >= 1
+        d.call(_flush(d))
+        import urllib.request
+        with urllib.request.urlopen(d.http + "/api/v1/suspicions?min_score=80", timeout=10) as r:
+            api = json.load(r)["items"]
+        assert PHONE in {row["client_ip"] for row in api}
         d.stop()                                       # the hunter writes its state on stop
 
         cfg = write_config(tmp_path, {"storage": {"path": d.config.storage.path}})
@@ -86,3 +91,12 @@ def test_nothing_is_suspected_during_the_learning_period(make_daemon, upstream: 
     wait_for(lambda: d.daemon.hunt.observed >= 4)
     assert d.metric("sinkhole_suspicions_total", {"signal": "sequence"}) == 0
     assert d.metric("sinkhole_suspicion_alerts_total") == 0
+
+
+async def _flush(d: Any) -> None:
+    """Ask the hunter thread to write its state now (as it does every few seconds)."""
+    import asyncio
+    done = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    d.daemon.hunt.submit(lambda h: (h.flush(), loop.call_soon_threadsafe(done.set_result, 1)))
+    await done
