@@ -36,6 +36,7 @@ from sinkhole.huntloop import HuntLoop
 from sinkhole.lists.feeds import FeedFetcher
 from sinkhole.lists.manager import ListManager, ReloadResult
 from sinkhole.lists.matcher import Policy
+from sinkhole.lists.names import _suffix_rules as suffix_rules
 from sinkhole.lists.refresh import FeedRefresher
 from sinkhole.metrics import Metrics
 from sinkhole.pipeline import build_pipeline
@@ -172,6 +173,9 @@ class Daemon:
             if feeds else None
         if self.fetcher is not None:
             stack.push_async_callback(self.fetcher.close)
+        # The Public Suffix List (from its package's folder) before any drop of privileges:
+        # feed parsing and hunting consult it later, from threads.
+        await asyncio.to_thread(suffix_rules)
         self.lists = ListManager(cfg.blocklists, cfg.allowlists, self._on_policy,
                                  feed_copy=self._feed_copy)
         await self.lists.reload("startup")    # feeds from their last good copy: no waiting

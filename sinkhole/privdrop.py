@@ -228,8 +228,10 @@ class Need:
 def needs(config: Config, config_path: str | None) -> list[Need]:
     """Everything read again after start: the config, lists, lease files, secrets."""
     out = [Need("read", config_path, "the config file")] if config_path else []
-    out += [Need("list", b.path, f"blocklists[{i}] ({b.name})")
-            for i, b in enumerate(config.blocklists) if b.path]   # not a feed (url)
+    from sinkhole.lists.manager import is_shipped
+    out += [Need("list", b.path, f"blocklists[{i}] ({b.name})")   # not a feed (url), not a
+            for i, b in enumerate(config.blocklists)              # list shipped in the package
+            if b.path and not is_shipped(b.path)]                 # (read once, at start)
     out += [Need("list", a.path, f"allowlists[{i}]") for i, a in enumerate(config.allowlists)]
     for i, b in enumerate(config.blocklists):     # a feed re-reads these at every refresh
         for key in ("headers_file", "ca_file"):

@@ -506,3 +506,14 @@ def test_an_idle_suspicion_is_closed_in_memory_and_reopened_from_the_table(run: 
     run.feed(obs(later + 1, PHONE, "www.fresh-site.com"))
     row = run.row(PHONE, "fresh-site.com")
     assert row["count"] == 2 and row["last_seen"] == later + 1
+
+
+def test_a_closed_suspicion_is_cleared_too_when_its_domain_becomes_common(run: Run) -> None:
+    run.feed(obs(AFTER, PHONE, "www.fresh-site.com"))
+    later = AFTER + 2 * 86400.0
+    run.feed(obs(later, LAPTOP, "www.example.com"))
+    run.hunter.flush()                       # closed in memory, still in the table
+    assert run.row(PHONE, "fresh-site.com") is not None
+    run.feed(obs(later + 1, LAPTOP, "www.fresh-site.com"),
+             obs(later + 2, OTHER, "www.fresh-site.com"))
+    assert run.rows() == []

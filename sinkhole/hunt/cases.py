@@ -107,7 +107,7 @@ class CaseBook:
             while name:      # the name and each parent: one set probe per label
                 if name in suspected:
                     hits.add(name)
-                break
+                name = name.partition(".")[2]
         marked = 0
         for stored in state.cases_for_domains(self._conn, hits):
             key = (stored.client_ip, stored.domain)

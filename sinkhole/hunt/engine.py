@@ -66,7 +66,10 @@ class Device:
 
 
 class Hunter:
-    """Signals over observations (see the module docstring); state in its own SQLite file."""
+    """Signals over observations (see the module docstring); all state in the SQLite file at
+    `db_path` (created if missing). Not thread-safe: one thread calls every method. The
+    signals run on the observations' own timestamps; `clock` only stamps each flush.
+    Raises SequenceError for invalid rules, HuntStateError when the file is unusable."""
 
     def __init__(self, cfg_hunt: Any, db_path: str, *,
                  clock: Callable[[], float] = time.time) -> None:
@@ -77,6 +80,13 @@ class Hunter:
                                            cfg_hunt.sequences_file))
         self._seq_domains = self._matcher.by_domain
         self._conn = state.open_db(db_path)
+        try:
+            self._open_state(cfg_hunt)
+        except sqlite3.Error as err:
+            self._conn.close()
+            raise state.HuntStateError(f"{db_path}: cannot read hunting state: {err}") from err
+
+    def _open_state(self, cfg_hunt: Any) -> None:
         self._seen = DomainMemory(self._conn, max_domains=cfg_hunt.max_domains,
                                   rare_window=cfg_hunt.rare_window,
                                   rare_devices=cfg_hunt.rare_devices)

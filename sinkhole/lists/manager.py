@@ -251,6 +251,8 @@ class ListManager:
 
     @staticmethod
     def _path_signature(path: str) -> tuple | None:
+        if is_shipped(path):
+            return ("shipped", path)   # part of the installed package: never changes
         try:
             files = list_files(path)
             return tuple((str(f), *_stat(f)) for f in files)
@@ -264,7 +266,7 @@ class ListManager:
         checkout replacing files (new inode) as well as in-place edits."""
         sig = []
         for spec in [*self.blocklists, *self.allowlists]:
-            if not spec.path:     # a feed: refreshed by its schedule, not by file changes
+            if not spec.path or is_shipped(spec.path):   # feeds: by schedule; shipped: fixed
                 continue
             try:
                 files = list_files(spec.path)
@@ -306,6 +308,16 @@ class ListManager:
             except Exception:   # a watcher must never die: log, back off, continue
                 log.exception("list watcher failed; retrying")
                 await asyncio.sleep(max(poll, 5.0))
+
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def is_shipped(path: str) -> bool:
+    """A list shipped inside the package (the embedded default's Triangulation list): read at
+    start, never again — it changes only with the code, and started as root the daemon's user
+    may not be able to read the package's folder after the drop."""
+    return os.path.abspath(path).startswith(_PACKAGE + os.sep)
 
 
 def _stat(path: Any) -> tuple[int, int, int]:

@@ -50,23 +50,45 @@ def build_console(admin: Any, token: str | None = None, *,
     if token:
         app[TOKEN_KEY] = token
     app[RING_KEY] = RateRing(lambda: query_totals(admin.registry))
+    # Templates and static files are read once, here: started as root, the daemon drops to
+    # an unprivileged user who may not be able to read the package's folder (a venv under
+    # /root), and nothing the console serves may depend on reading it later.
+    templates = {p.name: p.read_text(encoding="utf-8")
+                 for p in (HERE / "templates").iterdir() if p.is_file()}
     env = aiohttp_jinja2.setup(
-        app, loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+        app, loader=jinja2.DictLoader(templates), autoescape=True,
         undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters.update(FILTERS)
-    env.globals["asset"] = _assets()
+    static = {p.name: p.read_bytes() for p in (HERE / "static").iterdir() if p.is_file()}
+    env.globals["asset"] = _assets(static)
     for page in PAGES:
         app.router.add_routes(page.routes)
-    app.router.add_static("/static/", HERE / "static")
+    app.router.add_get("/static/{name}", _static(static))
     app.cleanup_ctx.append(_sampler(sample_every))
     return app
 
 
-def _assets() -> Any:
+_TYPES = {".css": "text/css", ".js": "text/javascript", ".svg": "image/svg+xml",
+          ".png": "image/png", ".ico": "image/x-icon"}
+
+
+def _static(files: dict[str, bytes]) -> Any:
+    """The console's static files, from memory (read at start, see build_console)."""
+    async def handler(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        body = files.get(name)
+        if body is None:
+            raise web.HTTPNotFound()
+        kind = _TYPES.get(Path(name).suffix, "application/octet-stream")
+        return web.Response(body=body, content_type=kind,
+                            headers={"Cache-Control": "public, max-age=86400"})
+    return handler
+
+
+def _assets(files: dict[str, bytes]) -> Any:
     """`asset("console.css")` -> its URL with a content hash: browsers may cache it, and a
     new version is fetched at once after an upgrade."""
-    versions = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:12]
-                for p in (HERE / "static").iterdir() if p.is_file()}
+    versions = {name: hashlib.sha256(body).hexdigest()[:12] for name, body in files.items()}
 
     def asset(name: str) -> str:
         return f"/ui/static/{name}?v={versions[name]}"
