@@ -14,7 +14,7 @@ import pytest
 
 from sinkhole.config.schema import Hunt
 from sinkhole.events import Observation
-from sinkhole.hunt import Hunter, SequenceError, read_suspicions
+from sinkhole.hunt import Hunter, HuntStateError, SequenceError, read_suspicions
 from sinkhole.hunt import engine as engine_mod
 from sinkhole.hunt.domains import ALLOWED, SINGLE, SKIP, TRACK, classify, quiet_set, registrable
 from sinkhole.hunt.sequences import load_rules, parse_rules
@@ -517,3 +517,15 @@ def test_a_closed_suspicion_is_cleared_too_when_its_domain_becomes_common(run: R
     run.feed(obs(later + 1, LAPTOP, "www.fresh-site.com"),
              obs(later + 2, OTHER, "www.fresh-site.com"))
     assert run.rows() == []
+
+
+def test_a_file_that_is_not_a_hunting_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE hits (a)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(HuntStateError, match="not a sinkhole hunting database"):
+        Hunter(Hunt(), str(path))
+    with pytest.raises(HuntStateError):
+        read_suspicions(str(path))

@@ -189,7 +189,7 @@ def _parse_within(where: str, num: int, doc: dict[str, Any], errors: list[str]) 
     except ValueError as err:
         errors.append(f"{where}: within: {err}")
         return 0.0
-    if not 0 < within <= MAX_WITHIN:
+    if not 1 <= within <= MAX_WITHIN:
         errors.append(f"{where}: within: {doc['within']!r} is outside 1s..."
                       f"{format_duration(MAX_WITHIN)}")
     return within
