@@ -36,7 +36,7 @@ from sinkhole.huntloop import HuntLoop
 from sinkhole.lists.feeds import FeedFetcher
 from sinkhole.lists.manager import ListManager, ReloadResult
 from sinkhole.lists.matcher import Policy
-from sinkhole.lists.names import _suffix_rules as suffix_rules
+from sinkhole.lists.names import suffix_rules
 from sinkhole.lists.refresh import FeedRefresher
 from sinkhole.metrics import Metrics
 from sinkhole.pipeline import build_pipeline

@@ -41,7 +41,7 @@ class HuntLoop:
         self.on_suspicion = on_suspicion
         self.clock = clock
         self._factory = hunter_factory
-        self.queue: deque[tuple[float, str, str, int]] = deque()
+        self.queue: deque[tuple[float, str, str, int, int | None]] = deque()
         self.dropped = 0
         self.observed = 0
         self.failed = 0
@@ -67,7 +67,8 @@ class HuntLoop:
                 if len(queue) >= limit:
                     self.dropped += 1
                     return
-                append((clock(), client, q.qname, q.qtype))
+                reply = a.reply   # the rcode tells a typo (NXDOMAIN) from a new domain
+                append((clock(), client, q.qname, q.qtype, reply[3] & 0xF if reply else None))
         return observe
 
     def start(self) -> None:
@@ -110,8 +111,8 @@ class HuntLoop:
     def _drain(self) -> None:
         queue, observe, names = self.queue, self.hunter.observe, self.names
         while queue:
-            when, client, qname, qtype = queue.popleft()
-            obs = Observation(when, client, qname, qtype_label(qtype), names(client))
+            when, client, qname, qtype, rcode = queue.popleft()
+            obs = Observation(when, client, qname, qtype_label(qtype), names(client), rcode)
             try:
                 found = observe(obs)
             except Exception:   # one bad observation must not end hunting

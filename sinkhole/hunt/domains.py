@@ -15,7 +15,7 @@ import functools
 from collections.abc import Iterable
 from pathlib import Path
 
-from sinkhole.lists.names import _suffix_rules
+from sinkhole.lists.names import suffix_rules as _suffix_rules
 
 ALLOW_FILE = Path(__file__).resolve().parent.parent / "data" / "hunt-allow.txt"
 

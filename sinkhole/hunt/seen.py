@@ -1,6 +1,15 @@
 """The newly-seen and rare memory: every registrable domain the network resolved, when first and
 last, and by how few devices — bounded, in SQLite, with a write-back cache in front.
 
+- **newly_seen** (30): the network never resolved this registrable domain before: first seen
+  after the learning period and less than a day ago, asked with an address type (A, AAAA,
+  HTTPS) and answered, by a device the network has known for a day. Below the alert score
+  on purpose: an office meets new domains all day.
+- **rare** (15): asked by at most hunt.rare_devices devices over hunt.rare_window; only ever
+  added to another signal, and dropped (with newly_seen) the moment one more device asks.
+Cost: one dict probe per query (a SELECT only when the table outgrew the cache), a row write
+per domain at most hourly.
+
 Fixed memory: the table holds at most `max_domains` rows (the least recently seen go first, so a
 domain unseen for months may come back as "newly seen" — the price of the bound); the cache
 holds at most `cache_max` of them. A domain's askers are tracked only while it is rare (at most

@@ -1,6 +1,7 @@
 """Sequence rules: "a device asks A, then within T a newly seen domain" — parsing, validation
 and matching (pure; the schema is documented in sinkhole/data/hunt-sequences.yaml).
 
+Signal **sequence** (the rule's score; the shipped Triangulation rule 85, so it alerts alone).
 Matching costs one dict probe per observation: every name pattern lies under one registrable
 domain (a pattern that spans many, like `*.com`, is refused), so the patterns are indexed by
 that domain and only the few rules that mention it are tried. Per device and rule the matcher

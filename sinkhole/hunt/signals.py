@@ -4,6 +4,22 @@ DGA bursts (pure: no I/O, no clock but the observations' own timestamps).
 The hunter keeps a `Pair` only for domains that are newly seen or rare, because those are the
 only ones a signal may be raised on: the few hundred domains every device asks all day never
 cost a timestamp. Each pair is small and bounded (a ring of times, two capped name sets).
+
+- **beacon** (35): one device asks one domain like a timer: the intervals between its queries
+  (queries within BEACON_MERGE folded into one) vary by less than 10 % (coefficient of
+  variation) over 8+ intervals spanning an hour or more. Cost: a 16-float ring per pair and
+  ~16 arithmetic steps per new query time.
+- **tunnel** (85): more than 30 distinct names under one domain from one device within a
+  minute, averaging 8+ characters left of the domain: data carried in names. Cost: a set of
+  up to 31 name hashes per pair and minute.
+- **txt_null** (40): 20 distinct TXT/NULL/ANY/unassigned-type names under one domain from one
+  device in ten minutes (a mail server checks a sender with a handful). Cost: as tunnel.
+- **entropy** (20): a label of 20+ characters that looks machine-made (few vowels, evenly
+  spread characters): weak alone, since CDNs and trackers use hash labels. Cost: only for
+  names with a long label, once per suspicion.
+- **dga** (85): 20+ never-seen domains answered NXDOMAIN from one device within ten minutes
+  (rcode unknown: random-looking ones); later bursts of the same run are evidence of the same
+  one suspicion. Cost: a counter per device, touched only by never-seen domains.
 """
 
 from __future__ import annotations

@@ -177,3 +177,7 @@ def covering_keys(name: str) -> set[str]:
     labels = name.split(".")
     suffixes = [".".join(labels[i:]) for i in range(len(labels))]
     return set(suffixes) | {"*." + s for s in suffixes[1:]}
+
+
+# The public name of the Public Suffix List loader (hunting and the daemon's start-up use it).
+suffix_rules = _suffix_rules

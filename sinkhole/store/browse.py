@@ -17,7 +17,7 @@ from typing import Any
 from .findings import SEVERITY_RANK
 from .findings import hit_findings as findings_of
 from .queries import HIT_KEYS, _filters, _where, history_names, retrohunt, retrohunt_ids
-from .schema import StoreError, connect
+from .schema import write_one
 
 HIT_KINDS = ("query", "cname", "flood", "retro")
 SEEK_NAMES_MAX = 20_000   # past this, walking the history beats one index range per name
@@ -202,24 +202,10 @@ def resend_alert(path: str, outbox_id: int, now: float) -> bool:
     ``created`` restarts too: the sender expires rows older than alerts.max_age, so an expired
     alert sent again would expire at once (the alert's own time stays in its payload).  Its own
     short transaction, beside the writer: the sender picks the row up on its next fetch."""
-    try:
-        conn = connect(path, busy_ms=2000)
-    except sqlite3.Error as err:
-        raise StoreError(f"cannot open {path}: {err}") from err
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        cur = conn.execute(
-            "UPDATE outbox SET state = 'pending', next_attempt = ?, created = ?, attempts = 0, "
-            "delivered_at = NULL, last_error = 'resent from the console' WHERE id = ?",
-            (now, now, outbox_id))
-        conn.execute("COMMIT")
-        return cur.rowcount == 1
-    except sqlite3.Error as err:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise StoreError(f"cannot resend alert #{outbox_id}: {err}") from err
-    finally:
-        conn.close()
+    cur = write_one(path, "UPDATE outbox SET state = 'pending', next_attempt = ?, created = ?, "
+                    "attempts = 0, delivered_at = NULL, last_error = 'resent from the console' "
+                    "WHERE id = ?", (now, now, outbox_id), f"resend alert #{outbox_id}")
+    return cur.rowcount == 1
 
 
 def retrohunt_names(conn: sqlite3.Connection, names: Collection[str], *,

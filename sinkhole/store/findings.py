@@ -18,7 +18,7 @@ from typing import Any
 from sinkhole.config.schema import SEVERITIES
 
 from .events import storable
-from .schema import StoreError, connect
+from .schema import write_one
 
 KINDS = ("hit", "suspicion")
 MARKS = ("investigating", "cleared", "open")          # what a user may set
@@ -39,23 +39,11 @@ def record_mark(path: str, *, client_ip: str, kind: str, key: str, state: str, n
     mark is one human action that must be on disk before the page that shows it is drawn."""
     if kind not in KINDS or state not in MARKS:
         raise ValueError(f"kind must be one of {KINDS} and state one of {MARKS}")
-    try:
-        conn = connect(path, busy_ms=2000)
-    except sqlite3.Error as err:
-        raise StoreError(f"cannot open {path}: {err}") from err
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        cur = conn.execute(
-            "INSERT INTO triage(client_ip, kind, key, state, note, at) VALUES (?, ?, ?, ?, ?, ?)",
-            (storable(client_ip), kind, storable(key), state, storable(note[:NOTE_MAX]), at))
-        conn.execute("COMMIT")
-        return int(cur.lastrowid or 0)
-    except sqlite3.Error as err:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise StoreError(f"cannot record the triage mark: {err}") from err
-    finally:
-        conn.close()
+    cur = write_one(path, "INSERT INTO triage(client_ip, kind, key, state, note, at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)", (storable(client_ip), kind, storable(key),
+                                                   state, storable(note[:NOTE_MAX]), at),
+                    "record the triage mark")
+    return int(cur.lastrowid or 0)
 
 
 def derive_state(mark: Mapping[str, Any] | None, last_seen: float) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from typing import Any
 
 from sinkhole.errors import SinkholeError
 
@@ -132,6 +133,27 @@ class StoreError(SinkholeError):
 
 class SchemaError(StoreError):
     """The database's schema version is unknown to this code (newer, or not a sinkhole DB)."""
+
+
+def write_one(path: str, sql: str, args: Sequence[Any], what: str) -> sqlite3.Cursor:
+    """One statement in its own short transaction on its own connection, beside the writer:
+    for a human action (a triage mark, a resend) that must be on disk before the page that
+    shows it is drawn, not batched with the hot path's queue. StoreError says `what` failed."""
+    try:
+        conn = connect(path, busy_ms=2000)
+    except sqlite3.Error as err:
+        raise StoreError(f"cannot open {path}: {err}") from err
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        cur = conn.execute(sql, args)
+        conn.execute("COMMIT")
+        return cur
+    except sqlite3.Error as err:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise StoreError(f"cannot {what}: {err}") from err
+    finally:
+        conn.close()
 
 
 def connect(path: str, *, synchronous: str = "FULL", busy_ms: int = 100) -> sqlite3.Connection:
