@@ -100,3 +100,63 @@ async def _flush(d: Any) -> None:
     loop = asyncio.get_running_loop()
     d.daemon.hunt.submit(lambda h: (h.flush(), loop.call_soon_threadsafe(done.set_result, 1)))
     await done
+
+
+def nx_for_dga(q: Any) -> Any:
+    """An upstream that answers NXDOMAIN for the made-up .com names of a DGA."""
+    import dns.message
+    import dns.rcode
+
+    from tests.peers.dnsserver import default_answer
+    name = q.question[0].name.to_text().lower()
+    if name.startswith("dga") and name.endswith(".com."):
+        r = dns.message.make_response(q)
+        r.set_rcode(dns.rcode.NXDOMAIN)
+        return r
+    return default_answer(q)
+
+
+def _known_devices(d: Any, clock: FakeClock, *clients: str) -> None:
+    """The devices ask ordinary names during learning, then two days pass: the learning
+    period is over and the network knows them."""
+    for client in clients:
+        for name in ("www.example.com", "mail.example.org"):
+            assert d.query(name, "A", source=client).answer
+    clock.advance(2 * 86400)
+
+
+def _suspected(d: Any, client: str, signal: str) -> set[str]:
+    d.call(_flush(d))
+    from sinkhole.hunt import read_suspicions
+    rows = read_suspicions(str(Path(d.config.storage.path).parent / "hunt.db"))
+    return {r["domain"] for r in rows if r["client_ip"] == client
+            and any(s["signal"] == signal for s in r["signals"])}
+
+
+def test_live_tunnel_dga_and_beacon_are_suspected(make_daemon, tmp_path: Path) -> None:
+    clock = FakeClock()
+    with FakeUpstream(nx_for_dga) as up:
+        d = make_daemon({"upstreams": [up.url()], "reload": {"watch": False},
+                         "hunt": {"learning": "1h"},
+                         "storage": {"path": str(tmp_path / "state" / "sinkhole.db")}},
+                        clock=clock)
+        laptop, camera, other = "127.0.0.21", "127.0.0.22", "127.0.0.23"
+        _known_devices(d, clock, laptop, camera, other)
+        # a DNS tunnel: 40 unique long labels under one new domain within a minute, TXT
+        for i in range(40):
+            clock.advance(1)
+            d.query(f"{i:04x}q9z7x2k4m8v1c6b3n5.exfil-tunnel.net", "TXT", source=laptop)
+        # a DGA: 25 never-seen random .com names, all NXDOMAIN, within ten minutes
+        for i in range(25):
+            clock.advance(10)
+            d.query(f"dga{i:02d}xkq7vz3w9pl.com", "A", source=laptop)
+        # a beacon: the camera asks one new domain every 10 minutes for two hours
+        for _ in range(13):
+            clock.advance(600)
+            assert d.query("telemetry.slowbeacon-cdn.net", "A", source=camera).answer
+        assert d.query("www.example.com", "A", source=other).answer
+        wait_for(lambda: d.daemon.hunt.observed >= 80 and not d.daemon.hunt.queue)
+        assert "exfil-tunnel.net" in _suspected(d, laptop, "tunnel")
+        assert _suspected(d, laptop, "dga")
+        assert "slowbeacon-cdn.net" in _suspected(d, camera, "beacon")
+        assert not _suspected(d, other, "newly_seen")      # an ordinary device: nothing
