@@ -12,7 +12,12 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 cd "$root"
-PYTHON="${PYTHON:-python3}"
+# The project's own virtual environment (the README's test command makes the same one): a
+# fresh clone has no sinkhole installed anywhere, and the system Python is not ours to change.
+if [[ -z "${PYTHON:-}" ]]; then
+    [[ -x "$root/.venv/bin/python" ]] || python3 -m venv "$root/.venv"
+    PYTHON="$root/.venv/bin/python"
+fi
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-10}"
 ROUNDS_1M="${ROUNDS_1M:-2}"
@@ -42,7 +47,9 @@ if ((${#need[@]})); then
 fi
 "$PYTHON" -c "import matplotlib" 2>/dev/null || "$PYTHON" -m pip install -q matplotlib
 command -v py-spy >/dev/null || "$PYTHON" -m pip install -q py-spy
-"$PYTHON" -c "import sinkhole" 2>/dev/null || "$PYTHON" -m pip install -q -e "$root"
+# From a neutral folder: run from the repo root, `import sinkhole` finds the source tree even
+# when nothing is installed, and the harness (run from bench/) would then not find it.
+(cd / && "$PYTHON" -c "import sinkhole") 2>/dev/null || "$PYTHON" -m pip install -q -e "$root"
 
 mkdir -p "$here/build" "$RESULTS"
 cc -O2 -Wall -Wextra -o "$here/build/responder" "$here/responder.c"
