@@ -370,7 +370,8 @@ class Daemon:
             # A list now names a suspected domain: the suspicion records it (and the
             # retro-hunt above turns the device's queries into hits).
             for list_name, names in result.added.items():
-                self.hunt.submit(lambda h, n=frozenset(names), ln=list_name: h.mark_listed(n, ln))
+                # (the reload's own new set, never changed after: no copy on the loop)
+                self.hunt.submit(lambda h, n=names, ln=list_name: h.mark_listed(n, ln))
 
     def _feed_copy(self, spec: Any) -> Any:
         """Where a feed's last good download is (None: never downloaded)."""

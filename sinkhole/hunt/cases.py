@@ -9,6 +9,7 @@ opening a new suspicion costs no SELECT.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable
 
 from sinkhole.events import Observation
@@ -102,7 +103,11 @@ class CaseBook:
         subdomain) record `listed_by`; how many were newly marked. Call after a flush."""
         suspected = {r[0] for r in self._conn.execute("SELECT DISTINCT domain FROM suspicions")}
         hits = set()
-        for name in domain_names:
+        for i, name in enumerate(domain_names):
+            if not i & 0x3FF:
+                # A reload can add a million names; the hunter thread runs beside the event
+                # loop, so it hands the GIL back every 1,024 of them (as list parsing does).
+                time.sleep(0)
             name = name.strip().lower().rstrip(".").removeprefix("*.")
             while name:      # the name and each parent: one set probe per label
                 if name in suspected:
