@@ -36,6 +36,7 @@ import dns.rdatatype
 import dns.rrset
 from aiohttp import web
 
+from .loop import run_peer_loop
 from .tlsca import TestCA
 
 log = logging.getLogger(__name__)
@@ -375,19 +376,7 @@ class _Peer:
         self.stop()
 
     def _run(self, ready: concurrent.futures.Future[None]) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._open())
-        except BaseException as err:
-            loop.close()
-            ready.set_exception(err)
-            return
-        ready.set_result(None)
-        try:
-            loop.run_forever()
-        finally:
-            loop.close()
+        run_peer_loop(self, ready)
 
     async def _open(self) -> None:
         raise NotImplementedError

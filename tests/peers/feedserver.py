@@ -27,6 +27,7 @@ from typing import Self
 from aiohttp import web
 from multidict import CIMultiDict
 
+from .loop import run_peer_loop
 from .tlsca import TestCA
 
 MODES = frozenset({"ok", "error", "hang", "truncate", "bad_gzip", "redirect"})
@@ -124,19 +125,7 @@ class FeedServer:
         self.stop()
 
     def _run(self, ready: concurrent.futures.Future[None]) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        try:
-            loop.run_until_complete(self._open())
-        except BaseException as err:
-            loop.close()
-            ready.set_exception(err)
-            return
-        ready.set_result(None)
-        try:
-            loop.run_forever()
-        finally:
-            loop.close()
+        run_peer_loop(self, ready)
 
     async def _open(self) -> None:
         self._closing = asyncio.Event()
