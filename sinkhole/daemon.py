@@ -366,7 +366,11 @@ class Daemon:
         self.alerts.on_reload(result)
         if result.reason != "startup" and result.added and self.config.history.retention > 0:
             self.retro_task = self._spawn(self._retrohunt(result.added))
-        if self.hunt is not None and result.added:
+        if self.hunt is not None and result.reason == "startup":
+            # Suspicions from before the restart that a list now names: the policy is asked
+            # per suspected domain, not walked name by name (a million at start-up).
+            self.hunt.submit(lambda h, p=policy: h.mark_listed_by_policy(p))
+        elif self.hunt is not None and result.added:
             # A list now names a suspected domain: the suspicion records it (and the
             # retro-hunt above turns the device's queries into hits).
             for list_name, names in result.added.items():

@@ -490,6 +490,22 @@ def test_a_list_naming_a_suspected_domain_makes_it_a_hit(run: Run) -> None:
     assert run.hunter.mark_listed(["fresh-site.com"], "urlhaus") == 0  # already
 
 
+def test_at_start_up_the_policy_names_suspected_domains(run: Run) -> None:
+    """The start-up join asks the policy per suspected domain: a parent rule covers it, an
+    allow rule keeps it unmarked, and a second start finds nothing new."""
+    from sinkhole.lists.matcher import ListInfo, build_policy
+    from sinkhole.lists.parse import parse_lines
+    run.feed(obs(AFTER, PHONE, "www.fresh-site.com"))
+    policy = build_policy([(ListInfo("c2", action="nxdomain"),
+                            parse_lines(["fresh-site.com", "other.net"], "c2"))])
+    assert run.hunter.mark_listed_by_policy(policy) == 1
+    assert run.row(PHONE, "fresh-site.com")["listed_by"] == ["c2"]
+    assert run.hunter.mark_listed_by_policy(policy) == 0
+    allowed = build_policy([(ListInfo("c2", action="nxdomain"),
+                             parse_lines(["fresh-site.com", "@@||fresh-site.com^"], "c2"))])
+    assert run.hunter.mark_listed_by_policy(allowed) == 0
+
+
 def test_hunter_accepts_the_config_defaults(tmp_path: Path) -> None:
     cfg = replace(Hunt(), learning=0.0)
     h = Hunter(cfg, str(tmp_path / "h.db"), clock=lambda: 0.0)

@@ -98,10 +98,14 @@ class CaseBook:
             self._forget(key)
             self._deleted.add(key)
 
+    def suspected_domains(self) -> list[str]:
+        """Every domain some device is suspected of (the table; call after a flush)."""
+        return [r[0] for r in self._conn.execute("SELECT DISTINCT domain FROM suspicions")]
+
     def mark_listed(self, domain_names: Iterable[str], list_name: str) -> int:
         """Suspicions of the named domains (or of the registrable domain of a named
         subdomain) record `listed_by`; how many were newly marked. Call after a flush."""
-        suspected = {r[0] for r in self._conn.execute("SELECT DISTINCT domain FROM suspicions")}
+        suspected = set(self.suspected_domains())
         hits = set()
         for i, name in enumerate(domain_names):
             if not i & 0x3FF:
