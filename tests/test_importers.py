@@ -570,18 +570,18 @@ def bench(lines: int = 300_000) -> None:
         base = Path(tmp)
         zeek = base / "dns.log"
         zeek.write_bytes(ZEEK_HEADER.replace(b"rcode\n", b"rcode\tid.resp_p\tanswers\n") + b"".join(
-            b"%.6f\t10.0.%d.%d\tapi%d.cdn%d.example.com\t1\tA\t0\t53\t93.184.216.34\n"
+            b"%.6f\t10.0.%d.%d\tapi%d.cdn%d.example.com\t1\tA\t0\t53\t192.0.2.34\n"
             % (T0 + n * 0.01, n % 3, n % 251, n % 997, n % 13) for n in range(lines)))
         zjson = base / "dns.json"
         zjson.write_text("".join(json.dumps(
             {"ts": T0 + n * 0.01, "uid": "CHhAvVGS1DHFjwGM9", "id.orig_h": f"10.0.0.{n % 251}",
              "id.orig_p": 50000, "id.resp_h": "10.0.0.1", "id.resp_p": 53, "proto": "udp",
              "query": f"api{n % 997}.example.com", "qtype": 1, "qtype_name": "A", "rcode": 0,
-             "answers": ["93.184.216.34"]}) + "\n" for n in range(lines)))
+             "answers": ["192.0.2.34"]}) + "\n" for n in range(lines)))
         dm = base / "dnsmasq.log"
         dm.write_bytes(b"".join(
             b"Dec  4 03:%02d:%02d dnsmasq[812]: query[A] api%d.example.com from 10.0.0.%d\n"
-            b"Dec  4 03:%02d:%02d dnsmasq[812]: forwarded api%d.example.com to 1.1.1.1\n"
+            b"Dec  4 03:%02d:%02d dnsmasq[812]: forwarded api%d.example.com to 192.0.2.53\n"
             % (n // 60 % 60, n % 60, n % 997, n % 251, n // 60 % 60, n % 60, n % 997)
             for n in range(lines // 2)))
         jl = base / "exchange.jsonl"
