@@ -154,22 +154,15 @@ async def findings(request: web.Request) -> web.Response:
 async def suspicions(request: web.Request) -> web.Response:
     """GET /api/v1/suspicions?since=7d&min_score=80&limit=: what hunting found, highest score
     first (the rows of `sinkhole suspicions --json`, plus `evidence` and `listed_by`)."""
-    import os
-
-    from sinkhole.hunt import read_suspicions
-    admin = request.app[ADMIN_KEY]
+    from sinkhole.ui.sources import hunt_path, suspicions_sync
     q = request.query
     try:
         min_score = int(q.get("min_score", 0))
     except ValueError:
         raise BadRequest("min_score must be an integer") from None
     limit, _offset = _paging(q)
-    if admin.config is None:
-        return web.json_response({"items": [], "count": 0})
-    path = os.path.join(os.path.dirname(admin.config.storage.path), "hunt.db")
-    rows = await asyncio.to_thread(
-        lambda: read_suspicions(path, since=_since(q), min_score=min_score, limit=limit)
-        if os.path.exists(path) else [])
+    rows = await asyncio.to_thread(suspicions_sync, hunt_path(request.app[ADMIN_KEY]),
+                                   _since(q), limit, min_score)
     return web.json_response({"items": rows, "count": len(rows)}, dumps=_dumps)
 
 

@@ -153,17 +153,11 @@ SUSPICION_KEYS = ("client_ip", "client_name", "domain", "score", "signals", "fir
                   "last_seen", "count")
 
 
-def hunt_db(config: Config) -> str:
-    """The hunting state and suspicions live beside the store (the daemon writes it)."""
-    import os
-    return os.path.join(os.path.dirname(config.storage.path), "hunt.db")
-
-
 def cmd_suspicions(config: Config, args: Namespace) -> int:
     import os
 
     from sinkhole.hunt import read_suspicions
-    path = hunt_db(config)
+    path = config.storage.hunt_path
     if not os.path.exists(path):
         print(f"sinkhole: no hunting state at {path} yet (is hunt.enabled on, and has the "
               "daemon run?)", file=sys.stderr)

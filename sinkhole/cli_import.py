@@ -12,7 +12,6 @@ time, not memory.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from argparse import Namespace
@@ -40,7 +39,6 @@ def add_parser(sub: Any, common: Any) -> None:
 
 
 def cmd_import(config: Config, args: Namespace) -> int:
-    from sinkhole.cli_data import hunt_db
     from sinkhole.errors import SinkholeError
     from sinkhole.importers import ImportStats, read_log
     from sinkhole.store import Store
@@ -57,7 +55,7 @@ def cmd_import(config: Config, args: Namespace) -> int:
     hunter = None
     if config.hunt.enabled and not args.no_hunt:
         from sinkhole.hunt import Hunter
-        hunter = Hunter(config.hunt, hunt_db(config), clock=lambda: latest[0])
+        hunter = Hunter(config.hunt, config.storage.hunt_path, clock=lambda: latest[0])
     suspicions: dict[tuple[str, str], int] = {}
     tty = sys.stderr.isatty()
     started = time.monotonic()
@@ -99,27 +97,19 @@ def cmd_import(config: Config, args: Namespace) -> int:
 
 def _retro(config: Config) -> int:
     """The configured lists against the history just imported: retro hits, once each."""
-    from sinkhole.cli_lists import _load_spec
+    from sinkhole.cli_lists import configured_lists
     from sinkhole.hits import hit_from_mapping
     from sinkhole.lists.feeds import FeedFetcher
-    from sinkhole.lists.loader import ListError
     from sinkhole.lists.matcher import build_policy
     from sinkhole.retro import hunt_policy
     from sinkhole.store import Store
 
-    fetcher = FeedFetcher(os.path.dirname(config.storage.path))
-    lists = []
-    for spec in config.blocklists:
-        try:
-            parsed = _load_spec(spec, fetcher)
-        except ListError as err:
-            print(f"warning: list {spec.name}: {err}", file=sys.stderr)
-            continue
-        if parsed is not None:
-            lists.append((spec, parsed))
+    lists, allows, problems = configured_lists(config, FeedFetcher(config.storage.folder))
+    for problem in problems:
+        print(f"warning: {problem}", file=sys.stderr)
     if not lists:
         return EXIT_OK
-    policy = build_policy(lists, [])
+    policy = build_policy(lists, allows)   # as the daemon's: allowlisted names are no finds
     since = time.time() - max(config.history.retention, 1.0)
     finds = hunt_policy(config.storage.path, policy, since, None)
     store = Store(config.storage.path, history_retention=config.history.retention)

@@ -28,23 +28,8 @@ def cmd_check(config: Config, args: Namespace) -> int:
         print(f"sinkhole: {args.name!r} is not a domain name: {err}", file=sys.stderr)
         return EXIT_USAGE
     from sinkhole.lists.feeds import FeedFetcher
-    fetcher = FeedFetcher(Path(config.storage.path).parent)
-    lists, allows, problems = [], [], []
-    for spec in config.blocklists:
-        try:
-            parsed = _load_spec(spec, fetcher)
-        except ListError as err:
-            problems.append(f"list {spec.name}: {err}")
-            continue
-        if parsed is None:
-            problems.append(f"list {spec.name}: {spec.source} not downloaded yet")
-        else:
-            lists.append((spec, parsed))
-    for spec in config.allowlists:
-        try:
-            allows.append(load_path(spec.path))
-        except ListError as err:
-            problems.append(f"allowlist {spec.path}: {err}")
+    fetcher = FeedFetcher(config.storage.folder)
+    lists, allows, problems = configured_lists(config, fetcher)
     for p in problems:
         print(f"warning: {p}", file=sys.stderr)
     found = build_policy(lists, allows).match(name)
@@ -65,6 +50,29 @@ def cmd_check(config: Config, args: Namespace) -> int:
     for line in where:
         print(f"  {line}")
     return EXIT_OK
+
+
+def configured_lists(config: Config, fetcher: object) -> tuple[list, list, list[str]]:
+    """Every configured list parsed as the daemon parses it (a feed from its last good copy):
+    (blocklists as (spec, parsed), allowlists, problems), for a Policy built outside the
+    daemon (`check`, `import`)."""
+    lists, allows, problems = [], [], []
+    for spec in config.blocklists:
+        try:
+            parsed = _load_spec(spec, fetcher)
+        except ListError as err:
+            problems.append(f"list {spec.name}: {err}")
+            continue
+        if parsed is None:
+            problems.append(f"list {spec.name}: {spec.source} not downloaded yet")
+        else:
+            lists.append((spec, parsed))
+    for spec in config.allowlists:
+        try:
+            allows.append(load_path(spec.path))
+        except ListError as err:
+            problems.append(f"allowlist {spec.path}: {err}")
+    return lists, allows, problems
 
 
 def _at(where: object) -> str:
@@ -222,7 +230,7 @@ def _daemon_rows(config: Config) -> list[dict] | None:
 
 def _offline_rows(config: Config) -> list[dict]:
     from sinkhole.lists.feeds import FeedFetcher
-    fetcher = FeedFetcher(Path(config.storage.path).parent)
+    fetcher = FeedFetcher(config.storage.folder)
     rows = []
     for name, spec in [(b.name, b) for b in config.blocklists] + \
             [(f"allowlist[{i}]", a) for i, a in enumerate(config.allowlists)]:

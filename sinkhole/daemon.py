@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -23,7 +22,6 @@ from sinkhole.alerts import AlertManager, AlertSetupError
 from sinkhole.api import Admin, build_app
 from sinkhole.cache import Cache
 from sinkhole.capture import CaptureListener, capture_addresses
-from sinkhole.cli_data import hunt_db
 from sinkhole.clients.access import AccessList
 from sinkhole.clients.names import ClientNames
 from sinkhole.config import Config
@@ -148,7 +146,7 @@ class Daemon:
         self.metrics.prime((), [s.name or s.type for s in cfg.alerts.sinks])
         self.hunt: HuntLoop | None = None
         if cfg.hunt.enabled:
-            self.hunt = HuntLoop(cfg.hunt, hunt_db(cfg), names=self.client_names.name_for,
+            self.hunt = HuntLoop(cfg.hunt, cfg.storage.hunt_path, names=self.client_names.name_for,
                                  on_suspicion=self._on_suspicion, clock=clock.time)
             self.hunt.start()
             stack.push_async_callback(self.hunt.stop)
@@ -168,7 +166,7 @@ class Daemon:
             hunt=self.hunt.observer() if self.hunt is not None else None,
             clock=None if clock.monotonic is time.monotonic else clock.monotonic)
         feeds = [b for b in cfg.blocklists if b.url]
-        self.fetcher = FeedFetcher(os.path.dirname(cfg.storage.path),
+        self.fetcher = FeedFetcher(cfg.storage.folder,
                                    default_ca_file=cfg.upstream_ca_file, clock=clock.time) \
             if feeds else None
         if self.fetcher is not None:

@@ -344,6 +344,18 @@ def _default_db() -> str:
 @dataclass(frozen=True)
 class Storage:
     path: str = field(default_factory=_default_db)
+
+    # The state folder, laid out in one place: the store, the feeds' last good copies
+    # (feeds/), the hunting state (hunt.db).
+    @property
+    def folder(self) -> str:
+        import os
+        return os.path.dirname(self.path)
+
+    @property
+    def hunt_path(self) -> str:
+        import os
+        return os.path.join(self.folder, "hunt.db")
     commit_interval: Duration = 1.0    # a hit is on disk within this (and at shutdown)
     # FULL: a commit survives power loss; NORMAL: faster, may lose the last commits on power
     # loss (never on a daemon crash). See README "Durability".

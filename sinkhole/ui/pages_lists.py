@@ -4,7 +4,6 @@ rule decides it, and where that rule is written, as `sinkhole check` says)."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -62,7 +61,7 @@ def check_name(admin: Any, raw: str) -> dict[str, Any]:
     where: list[str] = []
     if config is not None:
         from sinkhole.lists.feeds import FeedFetcher
-        fetcher = FeedFetcher(Path(config.storage.path).parent)
+        fetcher = FeedFetcher(config.storage.folder)
         specs = [s for s in config.blocklists if verdict.list and s.name == verdict.list.name] \
             or [*config.allowlists, *config.blocklists]
         where = [f"{f}:{_at(at)}: {text}" for s in specs for f, at, text in

@@ -50,17 +50,14 @@ async def read_store(path: str, fn: Callable[..., Any], **kw: Any) -> Any:
 
 def hunt_path(admin: Any) -> str | None:
     """The hunting database (beside the store, as `sinkhole suspicions` reads it)."""
-    if getattr(admin, "hunt_db", None):
-        return str(admin.hunt_db)
     config = getattr(admin, "config", None)
     if config is None:
         return None
-    from sinkhole.cli_data import hunt_db
-    return hunt_db(config)
+    return config.storage.hunt_path
 
 
 def suspicions_sync(path: str | None, since: float | None = None,
-                    limit: int = SUSPICIONS_MAX) -> list[dict[str, Any]]:
+                    limit: int = SUSPICIONS_MAX, min_score: int = 0) -> list[dict[str, Any]]:
     """Hunting's suspicions, or [] while hunting is off, not yet run, or not installed: the
     console works without it and shows suspicions as soon as the hunt database exists."""
     if not path or not os.path.exists(path):
@@ -70,7 +67,7 @@ def suspicions_sync(path: str | None, since: float | None = None,
     except ImportError:
         return []
     try:
-        return list(read_suspicions(path, since=since, min_score=0, limit=limit))
+        return list(read_suspicions(path, since=since, min_score=min_score, limit=limit))
     except Exception as err:   # a broken or busy hunt db must not take the console down
         log.warning("cannot read suspicions from %s: %s", path, err)
         return []
